@@ -1,0 +1,5 @@
+import sys
+
+from vipcast.cli.main import main
+
+sys.exit(main())

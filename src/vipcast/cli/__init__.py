@@ -1,0 +1,1 @@
+"""The ``vipcast`` command line: one module per subcommand."""

@@ -1,0 +1,66 @@
+"""Entry point: ``main(argv) -> int``; exceptions become exit codes here, in one place."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from importlib import import_module
+
+from vipcast import __version__
+from vipcast.config import ConfigError
+
+# subcommand -> module under vipcast.cli with add_arguments(parser) and run(args) -> int
+COMMANDS = {
+    "run": ("run", "run the node daemon in the foreground"),
+    "check-config": ("check_config", "validate a configuration file"),
+    "status": ("status", "show the local daemon's state"),
+    "events": ("events", "stream the local daemon's transitions as they happen"),
+    "handover": ("handover", "planned switchover: make the peer master without loss"),
+    "demo": ("demo", "build a virtual site in namespaces and show a failover"),
+}
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_PRIVILEGE = 0, 1, 2, 3, 4
+
+log = logging.getLogger("vipcast")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vipcast", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"vipcast {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        import_module(f"vipcast.cli.{module}").add_arguments(cmd)
+        cmd.set_defaults(module=module)
+    return parser
+
+
+def setup_logging(verbose: bool) -> None:
+    """One event per line on stderr, for journald."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return int(import_module(f"vipcast.cli.{args.module}").run(args))
+    except ConfigError as e:
+        log.error("invalid configuration: %s", e)
+        return EXIT_CONFIG
+    except PermissionError as e:
+        log.error("%s", e)
+        return EXIT_PRIVILEGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,477 @@
+"""Typed, frozen configuration loaded from TOML.
+
+Every error names the key's path and the reason (``election.priority: 1..255``);
+unknown keys are rejected so a typo never silently becomes a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Endpoint = tuple[str, int]
+ChecksumForm = Literal["pseudo-header", "message-only"]
+DeliveryMode = Literal["payload", "envelope", "transparent"]
+GarpForm = Literal["request", "reply", "both"]
+RoleWhen = Literal["master", "backup", "always"]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; ``path`` names the key."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    interface: str
+    control_socket: str = "/run/vipcast/control.sock"
+    # our primary address on the interface (tie-break, unicast source); found if unset
+    address: IPAddress | None = None
+    node_id: int = 0  # 0: derived from the primary address
+
+
+@dataclass(frozen=True)
+class ElectionConfig:
+    vrid: int
+    priority: int = 100
+    advert_interval: float = 1.0
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    unicast_peers: tuple[IPAddress, ...] = ()
+    checksum: ChecksumForm = "pseudo-header"
+
+
+@dataclass(frozen=True)
+class VipConfig:
+    addresses: tuple[IPInterface, ...]
+    garp_count: int = 5
+    garp_interval: float = 0.05
+    garp_refresh: float = 60.0  # seconds between periodic refreshes; 0 turns them off
+    garp_form: GarpForm = "both"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    group: Endpoint | None = None
+    receivers: tuple[Endpoint, ...] = ()
+    port: int = 8601  # where this node's receiver listens
+    key: bytes | None = None  # shared HMAC key for envelopes
+    members: tuple[IPAddress, ...] = ()  # accepted envelope sources; empty: the LAN subnet
+    mtu: int = 1500
+    retransmit_buffer: int = 65536  # datagrams kept per feed for recovery
+    retransmit_age: float = 5.0  # seconds
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    name: str
+    port: int
+    deliver: tuple[Endpoint, ...] = ()
+    mode: DeliveryMode = "payload"
+    outbound: Endpoint | None = None
+    send_to: tuple[Endpoint, ...] = ()
+    feed_id: int = 0  # 1-based position in the file unless given
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: Endpoint | None = None  # e.g. ("127.0.0.1", 9586); None: no endpoint
+
+
+@dataclass(frozen=True)
+class RoleConfig:
+    name: str
+    when: RoleWhen
+    command: tuple[str, ...] = ()
+    unit: str | None = None
+    critical: bool = False
+    stop_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    name: str
+    kind: Literal["interface", "ping", "script"]
+    target: str
+    interval: float = 1.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 2
+    weight: int = 0  # priority change while failing; 0 means Fault
+    block_promotion: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    node: NodeConfig
+    election: ElectionConfig
+    vip: VipConfig
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    feeds: tuple[FeedConfig, ...] = ()
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    roles: tuple[RoleConfig, ...] = ()
+    tracks: tuple[TrackConfig, ...] = ()
+    notify: tuple[str, ...] = ()
+    notify_timeout: float = 10.0
+
+
+# --- loading -----------------------------------------------------------------
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a TOML file."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(str(path), e.strerror or str(e)) from e
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(str(path), f"not valid TOML: {e}") from e
+    return parse(data)
+
+
+def parse(data: Mapping[str, Any]) -> Config:
+    """Validate a parsed TOML document."""
+    t = _Table(data, "")
+    cfg = Config(
+        node=_node(t.table("node")),
+        election=_election(t.table("election")),
+        vip=_vip(t.table("vip")),
+        cluster=_cluster(t.table("cluster", required=False)),
+        feeds=_feeds(t.array_of_tables("feed")),
+        metrics=_metrics(t.table("metrics", required=False)),
+        roles=tuple(_role(r) for r in t.array_of_tables("role")),
+        tracks=tuple(_track(r) for r in t.array_of_tables("track")),
+        notify=tuple(t.get("notify", _str_list, [])),
+        notify_timeout=t.get("notify_timeout", _positive_float, 10.0),
+    )
+    t.done()
+    _check_cross(cfg)
+    return cfg
+
+
+def _node(t: _Table) -> NodeConfig:
+    n = NodeConfig(
+        name=t.get("name", _nonempty_str),
+        interface=t.get("interface", _interface_name),
+        control_socket=t.get("control_socket", _nonempty_str, "/run/vipcast/control.sock"),
+        address=t.get("address", _ip_address, None),
+        node_id=t.get("node_id", _int_range(0, 65535), 0),
+    )
+    t.done()
+    return n
+
+
+def _election(t: _Table) -> ElectionConfig:
+    e = ElectionConfig(
+        vrid=t.get("vrid", _int_range(1, 255)),
+        priority=t.get("priority", _int_range(1, 255), 100),
+        advert_interval=t.get("advert_interval", _advert_interval, 1.0),
+        preempt=t.get("preempt", _bool, True),
+        preempt_delay=t.get("preempt_delay", _float_range(0.0, 3600.0), 0.0),
+        unicast_peers=tuple(t.get("unicast_peers", _list_of(_ip_address), [])),
+        checksum=t.get("checksum", _choice("pseudo-header", "message-only"), "pseudo-header"),
+    )
+    t.done()
+    return e
+
+
+def _vip(t: _Table) -> VipConfig:
+    addresses = t.get("addresses", _list_of(_ip_interface))
+    if not addresses:
+        raise ConfigError(t.path_of("addresses"), "at least one address is needed")
+    v = VipConfig(
+        addresses=tuple(addresses),
+        garp_count=t.get("garp_count", _int_range(0, 100), 5),
+        garp_interval=t.get("garp_interval", _float_range(0.0, 10.0), 0.05),
+        garp_refresh=t.get("garp_refresh", _float_range(0.0, 86400.0), 60.0),
+        garp_form=t.get("garp_form", _choice("request", "reply", "both"), "both"),
+    )
+    t.done()
+    return v
+
+
+def _cluster(t: _Table) -> ClusterConfig:
+    c = ClusterConfig(
+        group=t.get("group", _multicast_endpoint, None),
+        receivers=tuple(t.get("receivers", _list_of(_endpoint), [])),
+        port=t.get("port", _port, 8601),
+        key=t.get("key", _key, None),
+        members=tuple(t.get("members", _list_of(_ip_address), [])),
+        mtu=t.get("mtu", _int_range(576, 65535), 1500),
+        retransmit_buffer=t.get("retransmit_buffer", _int_range(0, 10_000_000), 65536),
+        retransmit_age=t.get("retransmit_age", _float_range(0.0, 3600.0), 5.0),
+    )
+    t.done()
+    if c.group and c.receivers:
+        raise ConfigError(t.path or "cluster", "give either group or receivers, not both")
+    return c
+
+
+def _feeds(tables: list[_Table]) -> tuple[FeedConfig, ...]:
+    feeds = []
+    for i, t in enumerate(tables, start=1):
+        f = FeedConfig(
+            name=t.get("name", _nonempty_str),
+            port=t.get("port", _service_port),
+            deliver=tuple(t.get("deliver", _list_of(_endpoint), [])),
+            mode=t.get("mode", _choice("payload", "envelope", "transparent"), "payload"),
+            outbound=t.get("outbound", _endpoint, None),
+            send_to=tuple(t.get("send_to", _list_of(_endpoint), [])),
+            feed_id=t.get("feed_id", _int_range(1, 65535), i),
+        )
+        t.done()
+        feeds.append(f)
+    _unique(tables, feeds, "name", lambda f: f.name)
+    _unique(tables, feeds, "port", lambda f: f.port)
+    _unique(tables, feeds, "feed_id", lambda f: f.feed_id)
+    return tuple(feeds)
+
+
+def _metrics(t: _Table) -> MetricsConfig:
+    m = MetricsConfig(listen=t.get("listen", _endpoint, None))
+    t.done()
+    return m
+
+
+def _role(t: _Table) -> RoleConfig:
+    r = RoleConfig(
+        name=t.get("name", _nonempty_str),
+        when=t.get("when", _choice("master", "backup", "always")),
+        command=tuple(t.get("command", _str_list, [])),
+        unit=t.get("unit", _nonempty_str, None),
+        critical=t.get("critical", _bool, False),
+        stop_timeout=t.get("stop_timeout", _positive_float, 10.0),
+    )
+    t.done()
+    if bool(r.command) == bool(r.unit):
+        raise ConfigError(t.path, "give exactly one of command or unit")
+    return r
+
+
+def _track(t: _Table) -> TrackConfig:
+    k = TrackConfig(
+        name=t.get("name", _nonempty_str),
+        kind=t.get("kind", _choice("interface", "ping", "script")),
+        target=t.get("target", _nonempty_str),
+        interval=t.get("interval", _positive_float, 1.0),
+        timeout=t.get("timeout", _positive_float, 1.0),
+        rise=t.get("rise", _int_range(1, 100), 2),
+        fall=t.get("fall", _int_range(1, 100), 2),
+        weight=t.get("weight", _int_range(-254, 254), 0),
+        block_promotion=t.get("block_promotion", _bool, False),
+    )
+    t.done()
+    return k
+
+
+def _check_cross(cfg: Config) -> None:
+    families = {a.version for a in cfg.vip.addresses}
+    if len(families) > 1:
+        raise ConfigError("vip.addresses", "IPv4 and IPv6 need separate virtual routers")
+    for peer in cfg.election.unicast_peers:
+        if peer.version not in families:
+            raise ConfigError("election.unicast_peers", f"{peer} is not the VIPs' family")
+    if cfg.feeds and not (cfg.cluster.group or cfg.cluster.receivers):
+        raise ConfigError("cluster", "feeds need cluster.group or cluster.receivers")
+
+
+def _unique(
+    tables: list[_Table], feeds: list[FeedConfig], key: str, get: Callable[[FeedConfig], object]
+) -> None:
+    seen: set[object] = set()
+    for t, f in zip(tables, feeds, strict=True):
+        if get(f) in seen:
+            raise ConfigError(t.path_of(key), f"duplicate {key} {get(f)!r}")
+        seen.add(get(f))
+
+
+# --- a table reader that tracks paths and unknown keys ------------------------
+
+_MISSING: Any = object()
+
+
+class _Table:
+    def __init__(self, data: Mapping[str, Any], path: str) -> None:
+        self.data = data
+        self.path = path
+        self.used: set[str] = set()
+
+    def path_of(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, conv: Callable[[Any, str], T], default: Any = _MISSING) -> T:
+        self.used.add(key)
+        if key not in self.data:
+            if default is _MISSING:
+                raise ConfigError(self.path_of(key), "required")
+            return default  # type: ignore[no-any-return]
+        return conv(self.data[key], self.path_of(key))
+
+    def table(self, key: str, *, required: bool = True) -> _Table:
+        self.used.add(key)
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING and not required:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(self.path_of(key), "required table" if required else "a table")
+        return _Table(value, self.path_of(key))
+
+    def array_of_tables(self, key: str) -> list[_Table]:
+        self.used.add(key)
+        value = self.data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+            raise ConfigError(self.path_of(key), f"write it as [[{key}]] tables")
+        return [_Table(v, f"{self.path_of(key)}[{i}]") for i, v in enumerate(value)]
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(self.path_of(unknown[0]), "unknown key")
+
+
+# --- value converters: (value, path) -> typed value ---------------------------
+
+
+def _nonempty_str(v: Any, path: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise ConfigError(path, "a non-empty string")
+    return v
+
+
+def _str_list(v: Any, path: str) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+        raise ConfigError(path, "a list of strings")
+    return v
+
+
+def _bool(v: Any, path: str) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(path, "true or false")
+    return v
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any, str], int]:
+    def conv(v: Any, path: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ConfigError(path, f"an integer {lo}..{hi}")
+        return v
+
+    return conv
+
+
+def _float_range(lo: float, hi: float) -> Callable[[Any, str], float]:
+    def conv(v: Any, path: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+            raise ConfigError(path, f"a number of seconds {lo:g}..{hi:g}")
+        return float(v)
+
+    return conv
+
+
+def _positive_float(v: Any, path: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+        raise ConfigError(path, "a positive number of seconds")
+    return float(v)
+
+
+def _advert_interval(v: Any, path: str) -> float:
+    seconds = _float_range(0.01, 40.95)(v, path)
+    if abs(round(seconds * 100) - seconds * 100) > 1e-6:
+        raise ConfigError(path, "a whole number of centiseconds (0.01 steps)")
+    return round(seconds * 100) / 100
+
+
+def _choice(*options: str) -> Callable[[Any, str], Any]:
+    def conv(v: Any, path: str) -> Any:
+        if v not in options:
+            raise ConfigError(path, "one of " + ", ".join(repr(o) for o in options))
+        return v
+
+    return conv
+
+
+def _list_of(conv: Callable[[Any, str], T]) -> Callable[[Any, str], list[T]]:
+    def convert(v: Any, path: str) -> list[T]:
+        if not isinstance(v, list):
+            raise ConfigError(path, "a list")
+        return [conv(item, f"{path}[{i}]") for i, item in enumerate(v)]
+
+    return convert
+
+
+def _interface_name(v: Any, path: str) -> str:
+    name = _nonempty_str(v, path)
+    if len(name) > 15 or "/" in name or " " in name:
+        raise ConfigError(path, "an interface name (at most 15 characters)")
+    return name
+
+
+def _ip_address(v: Any, path: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(_nonempty_str(v, path))
+    except ValueError as e:
+        raise ConfigError(path, f"an IP address ({e})") from e
+
+
+def _ip_interface(v: Any, path: str) -> IPInterface:
+    text = _nonempty_str(v, path)
+    if "/" not in text:
+        raise ConfigError(path, "an address with its prefix length, e.g. 198.18.0.100/24")
+    try:
+        return ipaddress.ip_interface(text)
+    except ValueError as e:
+        raise ConfigError(path, f"an address with prefix ({e})") from e
+
+
+def _port(v: Any, path: str) -> int:
+    return _int_range(1, 65535)(v, path)
+
+
+def _service_port(v: Any, path: str) -> int:
+    """A port number, or a service name looked up in /etc/services."""
+    if isinstance(v, str):
+        try:
+            return socket.getservbyname(v, "udp")
+        except OSError:
+            raise ConfigError(path, f"no UDP service named {v!r} in /etc/services") from None
+    return _port(v, path)
+
+
+def _endpoint(v: Any, path: str) -> Endpoint:
+    text = _nonempty_str(v, path)
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit():
+        raise ConfigError(path, "host:port (IPv6 as [addr]:port)")
+    addr = _ip_address(host, path)
+    return (str(addr), _port(int(port), path))
+
+
+def _multicast_endpoint(v: Any, path: str) -> Endpoint:
+    host, port = _endpoint(v, path)
+    if not ipaddress.ip_address(host).is_multicast:
+        raise ConfigError(path, f"{host} is not a multicast group")
+    return (host, port)
+
+
+def _key(v: Any, path: str) -> bytes:
+    text = _nonempty_str(v, path)
+    if len(text) < 16:
+        raise ConfigError(path, "a shared key of at least 16 characters")
+    return text.encode()

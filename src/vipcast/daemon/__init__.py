@@ -1,0 +1,1 @@
+"""The daemon layer: wires the pure cores to the Linux adapters under asyncio."""

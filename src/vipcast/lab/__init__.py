@@ -1,0 +1,1 @@
+"""Virtual sites in Linux network namespaces, for tests, benchmarks and the demo."""

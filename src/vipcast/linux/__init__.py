@@ -1,0 +1,1 @@
+"""Thin Linux adapters: raw sockets, AF_PACKET, UDP fast paths, netlink (pyroute2)."""
