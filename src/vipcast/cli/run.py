@@ -1,17 +1,18 @@
-"""`vipcast run`."""
+"""``vipcast run --config FILE``: the node daemon, in the foreground, logging to stderr."""
 
 from __future__ import annotations
 
 import argparse
-import logging
+from pathlib import Path
 
-log = logging.getLogger(__name__)
+from vipcast import config
+from vipcast.daemon import node
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--config", "-c", required=True, help="TOML configuration file")
 
 
 def run(args: argparse.Namespace) -> int:
-    log.error("'vipcast run' is not built yet")
-    return 2
+    path = Path(args.config)
+    return node.run(config.load(path), path)

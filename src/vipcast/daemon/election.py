@@ -1,0 +1,365 @@
+"""The election service: the VRRP state machine driven by the Linux adapters.
+
+Like aioquic's asyncio protocol: datagrams and netlink events are fed into the
+pure :class:`VirtualRouter` with the loop's monotonic clock, its actions are
+carried out, and one timer is re-armed at ``router.next_timer()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from vipcast.config import Config, IPAddress
+from vipcast.core.vrrp import codec
+from vipcast.core.vrrp.codec import Advert, BadPacket
+from vipcast.core.vrrp.machine import (
+    Action,
+    AddVips,
+    Announce,
+    RemoveVips,
+    RouterParams,
+    SendAdvert,
+    State,
+    Transition,
+    VirtualRouter,
+)
+from vipcast.daemon.events import EventBus
+from vipcast.daemon.metrics import Metrics
+from vipcast.daemon.quietlog import QuietLogger
+from vipcast.linux import interfaces
+from vipcast.linux.announce import Announcer
+from vipcast.linux.privileges import require
+from vipcast.linux.vip import LinkDown, LinkUp, NetlinkWatcher, VipManager, VipRemoved
+from vipcast.linux.vrrp_socket import RawAdvert, VrrpSocket
+
+log = logging.getLogger("vipcast.election")
+quiet = QuietLogger(log)
+
+StateListener = Callable[[Transition], None]
+
+
+@dataclass
+class ElectionStatus:
+    """What ``vipcast status`` shows of the election."""
+
+    state: str
+    priority: int
+    master: str | None
+    vips_held: list[str]
+
+
+class Election:
+    """One virtual router on one interface."""
+
+    def __init__(self, cfg: Config, bus: EventBus, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.bus = bus
+        self.metrics = metrics
+        self.listeners: list[StateListener] = []
+        self.rejected: Counter[str] = Counter()
+        self.version = cfg.vip.addresses[0].version
+        self.primary: IPAddress = cfg.node.address or interfaces.primary_address(
+            cfg.node.interface, self.version
+        )
+        self.router = VirtualRouter(self._params(cfg))
+        self.sock: VrrpSocket | None = None
+        self.vips = VipManager(cfg.node.interface, cfg.vip.addresses)
+        self.announcer: Announcer | None = None
+        self.watcher: NetlinkWatcher | None = None
+        self._loop = asyncio.get_event_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._refresh: asyncio.Task[None] | None = None
+        self.lateness_max = 0.0
+
+    def _params(self, cfg: Config) -> RouterParams:
+        e = cfg.election
+        return RouterParams(
+            vrid=e.vrid,
+            priority=e.priority,
+            primary_address=self.primary,
+            advert_interval=e.advert_interval,
+            preempt=e.preempt,
+            preempt_delay=e.preempt_delay,
+        )
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        require("CAP_NET_RAW", "CAP_NET_ADMIN", what="run the VRRP election")
+        ifname = self.cfg.node.interface
+        interfaces.ifindex(ifname)  # a clear error for an unknown interface
+        self._warn_outside_subnets()
+        self.vips.remove()  # a VIP left by a crashed run: we start as backup
+        self.sock = VrrpSocket(
+            ifname,
+            self.version,
+            unicast_peers=self.cfg.election.unicast_peers,
+            source=self.primary,
+        )
+        self.announcer = Announcer(ifname)
+        self.watcher = NetlinkWatcher(ifname, self.cfg.vip.addresses)
+        self._loop.add_reader(self.sock.fileno(), self._on_adverts)
+        self._loop.add_reader(self.watcher.fileno(), self._on_netlink)
+        if not interfaces.link_is_up(ifname):
+            self._apply(self.router.start(self._loop.time()))
+            self._apply(self.router.set_fault("link down at start", self._loop.time()))
+            return
+        self._apply(self.router.start(self._loop.time()))
+
+    async def stop(self) -> None:
+        """Resign (priority-0 advert), release the VIPs, close everything."""
+        try:
+            self._apply(self.router.shutdown(self._loop.time()))
+        finally:
+            self.vips.remove()
+            self._close()
+
+    def _close(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+        for task in [*self._tasks, self._refresh]:
+            if task:
+                task.cancel()
+        for closable in (self.sock, self.watcher):
+            if closable is not None:
+                self._loop.remove_reader(closable.fileno())
+                closable.close()
+        if self.announcer:
+            self.announcer.close()
+        self.vips.close()
+
+    def _warn_outside_subnets(self) -> None:
+        nets = interfaces.subnets(self.cfg.node.interface)
+        for vip in self.cfg.vip.addresses:
+            if not any(vip.ip in net for net in nets):
+                log.warning(
+                    "VIP %s is outside every subnet of %s (%s): neighbours may not reach it",
+                    vip,
+                    self.cfg.node.interface,
+                    ", ".join(str(n) for n in nets) or "none",
+                )
+
+    # --- inputs ------------------------------------------------------------------
+
+    def _on_adverts(self) -> None:
+        assert self.sock is not None
+        for _ in range(64):  # drain, but let the loop breathe under a flood
+            raw = self.sock.recv()
+            if raw is None:
+                return
+            advert = self._validate(raw)
+            if advert is not None:
+                self.metrics.adverts_received.inc()
+                self._apply(self.router.receive_advert(advert, raw.src, self._loop.time()))
+
+    def _validate(self, raw: RawAdvert) -> Advert | None:
+        """The checks that need the IP header, then the codec's own."""
+        if raw.ttl != 255:
+            self._reject("ttl", raw, f"TTL/hop limit {raw.ttl}, not 255")
+            return None
+        peers = self.cfg.election.unicast_peers
+        if peers and raw.src not in peers:
+            self._reject("unicast_source", raw, "not a configured unicast peer")
+            return None
+        try:
+            codec.check_source_untrusted(raw.src, multicast=not peers)
+            advert = codec.decode_advert_untrusted(raw.payload, src=raw.src, dst=raw.dst)
+        except BadPacket as e:
+            self._reject(e.reason, raw, str(e))
+            return None
+        if advert.version == 2:
+            self._reject("version", raw, "VRRPv2 advert: set vrrp_version 3 on the peer")
+            return None
+        if advert.vrid != self.cfg.election.vrid:
+            self._reject("vrid", raw, f"VRID {advert.vrid}, ours is {self.router_vrid}")
+            return None
+        return advert
+
+    @property
+    def router_vrid(self) -> int:
+        return self.cfg.election.vrid
+
+    def _reject(self, reason: str, raw: RawAdvert, detail: str) -> None:
+        self.rejected[reason] += 1
+        self.metrics.adverts_rejected.labels(reason).inc()
+        quiet.warning(f"reject:{reason}", "advert from %s rejected: %s", raw.src, detail)
+
+    def _on_netlink(self) -> None:
+        assert self.watcher is not None
+        for event in self.watcher.read_events():
+            now = self._loop.time()
+            if isinstance(event, LinkDown):
+                self._apply(self.router.set_fault(f"link {event.ifname} down", now))
+            elif isinstance(event, LinkUp):
+                self._apply(self.router.clear_fault(now))
+            elif isinstance(event, VipRemoved) and self.router.state is State.MASTER:
+                self._restore_vip(event)
+
+    def _restore_vip(self, event: VipRemoved) -> None:
+        log.warning("VIP %s was removed behind our back: restoring it", event.address)
+        self.metrics.vip_restored.inc()
+        self.bus.publish("vip_restored", f"VIP {event.address} removed by someone else; restored")
+        self.vips.add()
+        self._announce_burst()
+
+    def _on_timer(self) -> None:
+        now = self._loop.time()
+        late = max(0.0, now - self._timer_at)
+        self.metrics.timer_lateness.observe(late)
+        if late > self.lateness_max:
+            self.lateness_max = late
+            self.metrics.timer_lateness_max.set(late)
+        self._timer = None
+        self._apply(self.router.handle_timer(now))
+
+    # --- health and operator inputs -----------------------------------------------
+
+    def set_priority(self, priority: int) -> None:
+        if priority != self.router.priority:
+            self._apply(self.router.set_priority(priority, self._loop.time()))
+
+    def set_fault(self, reason: str) -> None:
+        self._apply(self.router.set_fault(reason, self._loop.time()))
+
+    def clear_fault(self) -> None:
+        self._apply(self.router.clear_fault(self._loop.time()))
+
+    # --- outputs -------------------------------------------------------------------
+
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendAdvert):
+                self._send(action)
+            elif isinstance(action, AddVips):
+                self.vips.add()
+            elif isinstance(action, RemoveVips):
+                self.vips.remove()
+            elif isinstance(action, Announce):
+                self._announce_burst()
+            elif isinstance(action, Transition):
+                self._transitioned(action)
+        self._rearm()
+
+    def _rearm(self) -> None:
+        at = self.router.next_timer()
+        if self._timer is not None and at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if at is not None:
+            self._timer_at = at
+            self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _send(self, action: SendAdvert) -> None:
+        if self.sock is None:
+            return
+        advert = Advert(
+            vrid=self.cfg.election.vrid,
+            priority=action.priority,
+            max_advert_int_cs=action.interval_cs,
+            addresses=tuple(a.ip for a in self.cfg.vip.addresses),
+        )
+        for dst in self.sock.destinations():
+            message = codec.encode_advert(
+                advert, src=self.primary, dst=dst, checksum=self.cfg.election.checksum
+            )
+            if self.sock.send(message, dst):
+                self.metrics.adverts_sent.inc()
+
+    def _transitioned(self, t: Transition) -> None:
+        log.info("%s -> %s (%s)", t.old.value, t.new.value, t.reason)
+        self.metrics.transitions.labels(t.old.value, t.new.value).inc()
+        self.metrics.set_state(t.new.value)
+        self.metrics.priority.set(self.router.priority)
+        self.bus.publish(
+            "transition",
+            f"{t.old.value} -> {t.new.value} ({t.reason})",
+            old=t.old.value,
+            new=t.new.value,
+            reason=t.reason,
+        )
+        self._refresh_task(t.new is State.MASTER)
+        for listener in self.listeners:
+            try:
+                listener(t)
+            except Exception:
+                log.exception("state listener failed")
+
+    # --- announcements -----------------------------------------------------------
+
+    def _announce_burst(self) -> None:
+        task = self._loop.create_task(self._burst())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _burst(self) -> None:
+        for i in range(self.cfg.vip.garp_count):
+            if i:
+                await asyncio.sleep(self.cfg.vip.garp_interval)
+            if self.router.state is not State.MASTER:
+                return
+            self._announce_once()
+
+    def _announce_once(self) -> None:
+        if self.announcer is None:
+            return
+        sent = self.announcer.announce(
+            [a.ip for a in self.cfg.vip.addresses], self.cfg.vip.garp_form
+        )
+        self.metrics.announcements.inc(sent)
+
+    def _refresh_task(self, master: bool) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._refresh = None
+        if master and self.cfg.vip.garp_refresh > 0:
+            self._refresh = self._loop.create_task(self._refresh_loop())
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.vip.garp_refresh)
+            self._announce_once()
+
+    # --- status ----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        r = self.router
+        last = r.last_transition
+        return {
+            "state": r.state.value,
+            "vrid": self.cfg.election.vrid,
+            "priority": r.priority,
+            "configured_priority": self.cfg.election.priority,
+            "advert_interval": self.cfg.election.advert_interval,
+            "primary_address": str(self.primary),
+            "master": str(r.current_master) if r.current_master else None,
+            "vips": [str(a) for a in self.cfg.vip.addresses],
+            "vips_held": sorted(str(a) for a in self.vips.present()),
+            "last_transition": None
+            if last is None
+            else {
+                "old": last.old.value,
+                "new": last.new.value,
+                "reason": last.reason,
+                "time": time.time() - (self._loop.time() - last.now),
+            },
+            "adverts_sent": r.stats.adverts_sent,
+            "adverts_received": r.stats.adverts_received,
+            "rejected": dict(self.rejected),
+            "timer_lateness_max_ms": round(self.lateness_max * 1000, 3),
+        }
+
+    def vips_present(self) -> bool:
+        with contextlib.suppress(OSError):
+            return bool(self.vips.present())
+        return False

@@ -1,0 +1,62 @@
+"""Prometheus metrics, in a registry of the daemon's own (tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+STATES = ("INITIALIZE", "BACKUP", "MASTER", "FAULT", "STOPPED")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.state = Gauge("vipcast_state", "1 for the current VRRP state", ["state"], registry=r)
+        self.priority = Gauge("vipcast_priority", "effective VRRP priority", registry=r)
+        self.transitions = Counter(
+            "vipcast_transitions", "VRRP state transitions", ["old", "new"], registry=r
+        )
+        self.adverts_sent = Counter("vipcast_adverts_sent", "adverts sent", registry=r)
+        self.adverts_received = Counter(
+            "vipcast_adverts_received", "valid adverts received", registry=r
+        )
+        self.adverts_rejected = Counter(
+            "vipcast_adverts_rejected", "adverts rejected", ["reason"], registry=r
+        )
+        self.announcements = Counter(
+            "vipcast_announcements", "gratuitous ARP / unsolicited NA frames sent", registry=r
+        )
+        self.vip_restored = Counter(
+            "vipcast_vip_restored", "VIPs removed by someone else and put back", registry=r
+        )
+        self.timer_lateness = Histogram(
+            "vipcast_timer_lateness_seconds",
+            "how late the election's timers fired",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+            registry=r,
+        )
+        self.timer_lateness_max = Gauge(
+            "vipcast_timer_lateness_max_seconds", "the latest timer fire seen", registry=r
+        )
+        self.feed = {
+            name: Counter(f"vipcast_datagrams_{name}", text, ["feed"], registry=r)
+            for name, text in (
+                ("relayed", "datagrams relayed to the cluster (master)"),
+                ("delivered", "datagrams delivered to local applications"),
+                ("lost", "datagrams reported lost (unrecoverable gaps)"),
+                ("recovered", "datagrams recovered by retransmission"),
+                ("duplicates", "duplicate datagrams discarded"),
+                ("oversized", "datagrams too large for the envelope"),
+                ("replies_sent", "application replies sent from the VIP"),
+                ("replies_dropped", "application replies dropped on a backup"),
+            )
+        }
+        for s in STATES:
+            self.state.labels(s).set(0)
+
+    def set_state(self, state: str) -> None:
+        for s in STATES:
+            self.state.labels(s).set(1 if s == state else 0)
+
+    def serve(self, host: str, port: int) -> None:
+        """Expose /metrics over HTTP in a background thread."""
+        start_http_server(port, addr=host, registry=self.registry)

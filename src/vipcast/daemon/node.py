@@ -1,0 +1,138 @@
+"""One node: election, control socket and metrics, with a graceful lifecycle.
+
+SIGTERM/SIGINT: resign and release the VIPs, exit 0. SIGHUP: reload the config;
+a reload that leaves the election settings unchanged causes no flap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from vipcast import config
+from vipcast.config import Config
+from vipcast.daemon import sdnotify
+from vipcast.daemon.control import ControlServer
+from vipcast.daemon.election import Election
+from vipcast.daemon.events import EventBus
+from vipcast.daemon.metrics import Metrics
+
+log = logging.getLogger("vipcast")
+
+
+class Node:
+    def __init__(self, cfg: Config, config_path: Path | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.bus = EventBus()
+        self.metrics = Metrics()
+        self.election = Election(cfg, self.bus, self.metrics)
+        self.control = ControlServer(
+            cfg.node.control_socket,
+            self.bus,
+            {"status": self._status, "handover": self._handover},
+        )
+        self.stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.control.start()
+        if self.cfg.metrics.listen:
+            self.metrics.serve(*self.cfg.metrics.listen)
+        await self.election.start()
+        self.bus.publish("started", f"node {self.cfg.node.name} started")
+
+    async def stop(self) -> None:
+        log.info("stopping: resigning and releasing the VIPs")
+        sdnotify.notify("STOPPING=1")
+        try:
+            await self.election.stop()
+        finally:
+            await self.control.close()
+
+    def reload(self) -> None:
+        if self.config_path is None:
+            return
+        try:
+            new = config.load(self.config_path)
+        except config.ConfigError as e:
+            log.error("reload refused, keeping the running config: %s", e)
+            return
+        self._apply_reload(new)
+
+    def _apply_reload(self, new: Config) -> None:
+        old = self.cfg
+        fixed = (old.node, old.vip, _without_priority(old))
+        if fixed != (new.node, new.vip, _without_priority(new)):
+            log.warning(
+                "reload: node, vip and election settings other than priority need a restart; "
+                "kept the running ones"
+            )
+            election = replace(old.election, priority=new.election.priority)
+            new = replace(new, node=old.node, vip=old.vip, election=election)
+        self.cfg = new
+        self.election.cfg = new
+        self.election.set_priority(new.election.priority)
+        self.bus.publish("reloaded", "configuration reloaded")
+        log.info("configuration reloaded")
+
+    async def _status(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "status": {
+                "node": self.cfg.node.name,
+                "interface": self.cfg.node.interface,
+                **self.election.status(),
+            }
+        }
+
+    async def _handover(self, request: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("planned handover is not available in this version")
+
+
+def _without_priority(cfg: Config) -> Any:
+    e = cfg.election
+    return (e.vrid, e.advert_interval, e.preempt, e.preempt_delay, e.unicast_peers, e.checksum)
+
+
+async def serve(cfg: Config, config_path: Path | None = None) -> int:
+    """Run a node until SIGTERM or SIGINT; returns the exit status."""
+    loop = asyncio.get_running_loop()
+    node = Node(cfg, config_path)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, node.reload)
+    try:
+        await node.start()
+        sdnotify.notify("READY=1")
+        watchdog = _start_watchdog(loop)
+        await node.stopping.wait()
+        if watchdog:
+            watchdog.cancel()
+    finally:
+        await node.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def _start_watchdog(loop: asyncio.AbstractEventLoop) -> asyncio.Task[None] | None:
+    interval = sdnotify.watchdog_interval()
+    if interval is None:
+        return None
+
+    async def ping() -> None:
+        while True:
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    return loop.create_task(ping())
+
+
+def run(cfg: Config, config_path: Path | None = None) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(serve(cfg, config_path))
+    return 0

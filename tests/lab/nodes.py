@@ -1,0 +1,92 @@
+"""vipcast daemons as real processes in the lab's nodes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.lab.wait import wait_until
+from vipcast.daemon import control
+from vipcast.lab.process import NsProcess
+from vipcast.lab.site import VIP, Site
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def render_config(sections: dict[str, dict[str, Any]], feeds: Sequence[dict[str, Any]] = ()) -> str:
+    lines = []
+    for name, table in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {_toml(v)}" for k, v in table.items()]
+    for feed in feeds:
+        lines.append("[[feed]]")
+        lines += [f"{k} = {_toml(v)}" for k, v in feed.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class VipcastNode:
+    index: int
+    config: Path
+    socket: str
+    proc: NsProcess
+
+    def status(self) -> dict[str, Any]:
+        answer = control.request(self.socket, "status", timeout=2)
+        return dict(answer["status"])
+
+    def state(self) -> str | None:
+        try:
+            return str(self.status()["state"])
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def wait_state(self, state: str, timeout: float = 10) -> None:
+        wait_until(lambda: self.state() == state, timeout, what=f"node{self.index} {state}")
+
+
+def node_sections(site: Site, i: int, **overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    workdir = site.lab.workdir
+    sections: dict[str, dict[str, Any]] = {
+        "node": {
+            "name": f"node{i}",
+            "interface": "eth0",
+            "control_socket": str(workdir / f"node{i}.sock"),
+        },
+        "election": {"vrid": 51, "priority": 100, "advert_interval": 0.1},
+        "vip": {"addresses": [f"{VIP}/24"], "garp_count": 3, "garp_interval": 0.02},
+    }
+    for name, table in overrides.items():
+        sections.setdefault(name, {}).update(table)
+    return sections
+
+
+def start_node(
+    site: Site, i: int, *, feeds: Sequence[dict[str, Any]] = (), **overrides: dict[str, Any]
+) -> VipcastNode:
+    """Write node ``i``'s config and run ``vipcast run`` in its namespace."""
+    sections = node_sections(site, i, **overrides)
+    path = site.lab.workdir / f"node{i}-{len(site.lab.processes)}.toml"
+    path.write_text(render_config(sections, list(feeds)))
+    proc = site.nodes[i - 1].spawn(
+        [sys.executable, "-m", "vipcast", "run", "--config", str(path)], name="vipcast"
+    )
+    node = VipcastNode(i, path, sections["node"]["control_socket"], proc)
+    wait_until(
+        lambda: node.state() is not None or proc.returncode is not None,
+        10,
+        what=f"node{i} control socket",
+    )
+    assert proc.returncode is None, proc.output()
+    return node
