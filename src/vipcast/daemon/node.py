@@ -16,8 +16,10 @@ from typing import Any
 
 from vipcast import config
 from vipcast.config import Config
+from vipcast.core.vrrp.machine import State, Transition
 from vipcast.daemon import sdnotify
 from vipcast.daemon.control import ControlServer
+from vipcast.daemon.dataplane.client import DataplaneClient
 from vipcast.daemon.election import Election
 from vipcast.daemon.events import EventBus
 from vipcast.daemon.metrics import Metrics
@@ -38,13 +40,46 @@ class Node:
             {"status": self._status, "handover": self._handover},
         )
         self.stopping = asyncio.Event()
+        self.dataplane: DataplaneClient | None = None
+        self._feed_totals: dict[tuple[str, str], int] = {}
 
     async def start(self) -> None:
         await self.control.start()
         if self.cfg.metrics.listen:
             self.metrics.serve(*self.cfg.metrics.listen)
+        if self.cfg.feeds:
+            await self._start_dataplane()
         await self.election.start()
         self.bus.publish("started", f"node {self.cfg.node.name} started")
+
+    async def _start_dataplane(self) -> None:
+        if self.config_path is None:
+            raise ValueError("feeds need the configuration file's path for the data plane")
+        node_id = self.cfg.node.node_id or int(self.election.primary) & 0xFFFF
+        self.dataplane = DataplaneClient(
+            self.config_path,
+            node_id,
+            str(self.election.primary),
+            self.bus,
+            self._on_stats,
+            verbose=log.isEnabledFor(logging.DEBUG),
+        )
+        await self.dataplane.start()
+        self.election.listeners.append(self._on_transition)
+
+    def _on_transition(self, t: Transition) -> None:
+        if self.dataplane is not None:
+            self.dataplane.set_master(t.new is State.MASTER)
+
+    def _on_stats(self, stats: dict[str, Any]) -> None:
+        """Turn the data plane's running totals into Prometheus counter increments."""
+        for feed, counters in stats.get("feeds", {}).items():
+            for name, metric in self.metrics.feed.items():
+                total = int(counters.get(name, 0))
+                last = self._feed_totals.get((feed, name), 0)
+                if total > last:
+                    metric.labels(feed).inc(total - last)
+                self._feed_totals[(feed, name)] = total
 
     async def stop(self) -> None:
         log.info("stopping: resigning and releasing the VIPs")
@@ -52,6 +87,8 @@ class Node:
         try:
             await self.election.stop()
         finally:
+            if self.dataplane is not None:
+                await self.dataplane.stop()
             await self.control.close()
 
     def reload(self) -> None:
@@ -86,8 +123,18 @@ class Node:
                 "node": self.cfg.node.name,
                 "interface": self.cfg.node.interface,
                 **self.election.status(),
+                "feeds": self._feed_status(),
             }
         }
+
+    def _feed_status(self) -> dict[str, Any]:
+        if self.dataplane is None:
+            return {}
+        stats = self.dataplane.stats
+        return {
+            name: {"session": stats.get("sessions", {}).get(name, 0), **counters}
+            for name, counters in stats.get("feeds", {}).items()
+        } | ({"rejected_envelopes": stats["rejected"]} if stats.get("rejected") else {})
 
     async def _handover(self, request: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("planned handover is not available in this version")

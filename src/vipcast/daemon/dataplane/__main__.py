@@ -1,0 +1,5 @@
+import sys
+
+from vipcast.daemon.dataplane.process import main
+
+sys.exit(main())

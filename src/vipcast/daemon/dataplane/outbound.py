@@ -1,0 +1,69 @@
+"""Replies: local apps send to a port per feed; only the master sends them on, from VIP:port.
+
+A plain datagram goes to each of the feed's ``send_to``; a DATA envelope (what
+``vipcast.Sender`` writes) names its own destination per record. A backup drops
+and counts them: in hot standby both servers compute, only the master speaks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from vipcast.config import Endpoint, FeedConfig
+from vipcast.core import envelope as env
+from vipcast.daemon.dataplane.relay import FeedRelay
+from vipcast.daemon.dataplane.stats import FeedStats
+from vipcast.daemon.quietlog import QuietLogger
+from vipcast.linux import udp
+from vipcast.linux.mmsg import make_receiver, make_sender
+
+log = logging.getLogger("vipcast.outbound")
+quiet = QuietLogger(log)
+
+
+class Outbound:
+    def __init__(self, feed: FeedConfig, relay: FeedRelay, stats: FeedStats) -> None:
+        assert feed.outbound is not None
+        self.feed, self.relay, self.stats = feed, relay, stats
+        host, port = feed.outbound
+        self.sock = udp.udp_socket(udp.family_of(host), rcvbuf=8 << 20, sndbuf=1 << 20)
+        self.sock.bind((host, port))
+        self.receiver = make_receiver(self.sock, batch=64)
+        # replies leave from the feed's own socket, bound to VIP:port
+        self.sender = make_sender(relay.sock, capacity=128, arena=2 << 20)
+
+    def fileno(self) -> int:
+        return int(self.sock.fileno())
+
+    def on_readable(self) -> None:
+        while batch := self.receiver.receive():
+            if not self.relay.active:
+                self.stats.replies_dropped += len(batch)
+                continue
+            out: list[tuple[bytes, Endpoint]] = []
+            for r in batch:
+                out.extend(self._destinations(bytes(r.payload)))
+            if out:
+                result = self.sender.send(out)
+                self.stats.replies_sent += result.sent
+                if result.failed or result.unsent:
+                    quiet.warning(
+                        f"reply:{self.feed.name}",
+                        "feed %s: %d replies not sent",
+                        self.feed.name,
+                        result.failed + result.unsent,
+                    )
+
+    def _destinations(self, data: bytes) -> list[tuple[bytes, Endpoint]]:
+        if data[:2] == env.MAGIC:
+            try:
+                msg = env.decode_message_untrusted(data)
+            except env.BadEnvelope:
+                pass
+            else:
+                if isinstance(msg, env.Data):
+                    return [(d.payload, d.dst) for d in msg.datagrams]
+        return [(data, dst) for dst in self.feed.send_to]
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,218 @@
+"""The data-plane process: ``python -m vipcast.daemon.dataplane --config F --control-fd N``.
+
+It builds the relays, the receiver and the outbound ports from the config,
+then runs its epoll loop. The main process tells it when this node becomes or
+stops being master; it reports counters and events back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from vipcast import config
+from vipcast.config import Config
+from vipcast.core import envelope as env
+from vipcast.daemon.dataplane.deliver import Delivery
+from vipcast.daemon.dataplane.loop import Loop, Timer
+from vipcast.daemon.dataplane.outbound import Outbound
+from vipcast.daemon.dataplane.receiver import ClusterReceiver
+from vipcast.daemon.dataplane.relay import Fanout, FeedRelay
+from vipcast.daemon.dataplane.stats import FeedStats
+from vipcast.daemon.quietlog import QuietLogger
+
+log = logging.getLogger("vipcast.dataplane")
+quiet = QuietLogger(log)
+
+STATS_INTERVAL = 0.5
+HEARTBEAT_TICK = 0.025
+
+
+class Dataplane:
+    def __init__(self, cfg: Config, control: socket.socket, node_id: int, source: str) -> None:
+        self.cfg, self.control, self.node_id = cfg, control, node_id
+        self.loop = Loop()
+        vip = str(cfg.vip.addresses[0].ip)
+        self.stats = {f.feed_id: FeedStats() for f in cfg.feeds}
+        self.fanout = Fanout(cfg.cluster, cfg.node.interface, source)
+        self.relays = {
+            f.feed_id: FeedRelay(f, vip, cfg.cluster, node_id, self.fanout, self.stats[f.feed_id])
+            for f in cfg.feeds
+        }
+        self.deliveries = {
+            f.feed_id: Delivery(f, self.stats[f.feed_id], node_id) for f in cfg.feeds
+        }
+        self.receiver = ClusterReceiver(
+            cfg.cluster, cfg.node.interface, self.deliveries, self.stats, self.emit
+        )
+        self.outbounds = [
+            Outbound(f, self.relays[f.feed_id], self.stats[f.feed_id])
+            for f in cfg.feeds
+            if f.outbound
+        ]
+        self.master = False
+        self._seq_timer: Timer | None = None
+        self._seq_timer_at: float | None = None
+
+    # --- wiring ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        loop = self.loop
+        loop.add_reader(self.control.fileno(), self._on_control)
+        loop.add_reader(self.receiver.fileno(), self._on_envelopes)
+        loop.add_reader(self.fanout.sock.fileno(), self._on_nacks)
+        for relay in self.relays.values():
+            loop.add_reader(relay.sock.fileno(), relay.on_readable)
+        for out in self.outbounds:
+            loop.add_reader(out.fileno(), out.on_readable)
+        self._every(STATS_INTERVAL, self._report)
+        self._every(HEARTBEAT_TICK, self._heartbeats)
+        self._send({"op": "ready"})
+        try:
+            loop.run()
+        finally:
+            self._close()
+
+    def _every(self, interval: float, callback: Any) -> None:
+        def tick() -> None:
+            callback()
+            self.loop.call_later(interval, tick)
+
+        self.loop.call_later(interval, tick)
+
+    def _on_envelopes(self) -> None:
+        self.receiver.on_readable()
+        self._rearm_sequencer()
+
+    def _rearm_sequencer(self) -> None:
+        at = self.receiver.next_timer()
+        if at == self._seq_timer_at:
+            return
+        if self._seq_timer is not None:
+            self._seq_timer.cancel()
+        self._seq_timer_at = at
+        self._seq_timer = None if at is None else self.loop.call_at(at, self._on_seq_timer)
+
+    def _on_seq_timer(self) -> None:
+        self._seq_timer = self._seq_timer_at = None
+        self.receiver.on_timer()
+        self._rearm_sequencer()
+
+    def _on_nacks(self) -> None:
+        while batch := self.fanout.receiver.receive():
+            for r in batch:
+                self._serve_nack(bytes(r.payload), r.source)
+
+    def _serve_nack(self, data: bytes, peer: tuple[str, int]) -> None:
+        try:
+            msg = env.decode_message_untrusted(data, key=self.cfg.cluster.key)
+        except env.BadEnvelope as e:
+            quiet.warning("nack", "bad NACK from %s: %s", peer[0], e)
+            return
+        relay = self.relays.get(msg.feed) if isinstance(msg, env.Nack) else None
+        if relay is not None and isinstance(msg, env.Nack):
+            self.fanout.send_to(relay.serve_nack(msg, peer), peer)
+
+    def _heartbeats(self) -> None:
+        beats = [b for r in self.relays.values() if (b := r.heartbeat()) is not None]
+        if beats:
+            self.fanout.send(beats)
+
+    # --- role changes ---------------------------------------------------------------
+
+    def set_master(self, master: bool) -> None:
+        if master == self.master:
+            return
+        self.master = master
+        if master:
+            session = env.new_session_id(
+                self.node_id, time.time_ns(), self.receiver.highest_session
+            )
+            for relay in self.relays.values():
+                relay.start(session)
+            self.emit("relay", f"relaying under session {session}", session=session)
+        else:
+            ends = [e for r in self.relays.values() if (e := r.stop()) is not None]
+            if ends:
+                self.fanout.send(ends)
+            self.emit("relay", "relaying stopped (end of session sent)")
+
+    # --- control channel ------------------------------------------------------------
+
+    def _on_control(self) -> None:
+        try:
+            data = self.control.recv(65536)
+        except BlockingIOError:
+            return
+        if not data:  # the main process is gone: stop relaying, exit
+            self.set_master(False)
+            self.loop.stop()
+            return
+        msg = json.loads(data)
+        if msg.get("op") == "master":
+            self.set_master(bool(msg["value"]))
+        elif msg.get("op") == "stop":
+            self.set_master(False)
+            self.loop.stop()
+
+    def emit(self, kind: str, message: str, **data: Any) -> None:
+        self._send({"op": "event", "kind": kind, "message": message, "data": data})
+
+    def _report(self) -> None:
+        self.receiver.refresh_stats()
+        feeds = {f.name: self.stats[f.feed_id].to_dict() for f in self.cfg.feeds}
+        sessions = {f.name: self.relays[f.feed_id].session for f in self.cfg.feeds}
+        self._send(
+            {
+                "op": "stats",
+                "feeds": feeds,
+                "sessions": sessions,
+                "rejected": dict(self.receiver.rejected),
+            }
+        )
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        try:
+            self.control.send(json.dumps(msg).encode())
+        except (BlockingIOError, BrokenPipeError, ConnectionError):
+            quiet.warning("control", "main process not reading; report dropped")
+
+    def _close(self) -> None:
+        for relay in self.relays.values():
+            relay.close()
+        for out in self.outbounds:
+            out.close()
+        for delivery in self.deliveries.values():
+            delivery.close()
+        self.receiver.close()
+        self.fanout.close()
+        self.loop.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vipcast-dataplane")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--node-id", type=int, required=True)
+    parser.add_argument("--source", required=True, help="this node's LAN address")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when we stop
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    control = socket.socket(fileno=args.control_fd)
+    control.setblocking(False)
+    cfg = config.load(args.config)
+    Dataplane(cfg, control, args.node_id, args.source).run()
+    return 0

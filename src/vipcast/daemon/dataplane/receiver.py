@@ -1,0 +1,183 @@
+"""The receiver, on every node: envelopes in, the original datagrams out, in order.
+
+Envelopes are accepted only from cluster members (and, with a key, only when
+their HMAC verifies); the sequencer puts them in order, asks the relay for what
+is missing and reports what cannot be had.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from vipcast.config import ClusterConfig, Endpoint, IPAddress
+from vipcast.core import envelope as env
+from vipcast.core import sequencer as seq
+from vipcast.daemon.dataplane.deliver import Delivery
+from vipcast.daemon.dataplane.stats import FeedStats
+from vipcast.daemon.quietlog import QuietLogger
+from vipcast.linux import interfaces, udp
+from vipcast.linux.mmsg import make_receiver, make_sender
+
+log = logging.getLogger("vipcast.receiver")
+quiet = QuietLogger(log)
+
+EventSink = Callable[..., None]
+
+
+class ClusterReceiver:
+    def __init__(
+        self,
+        cluster: ClusterConfig,
+        interface: str,
+        deliveries: dict[int, Delivery],
+        stats: dict[int, FeedStats],
+        emit: EventSink,
+    ) -> None:
+        self.cluster, self.deliveries, self.stats, self.emit = cluster, deliveries, stats, emit
+        self.key = cluster.key
+        self.sock = self._open(cluster, interface)
+        self.receiver = make_receiver(self.sock, batch=128)
+        self.nack_sender = make_sender(self.sock, capacity=16, arena=1 << 16)
+        self.sequencer = seq.Sequencer()
+        self.members = self._members(cluster, interface)
+        self.relays: dict[tuple[int, int], Endpoint] = {}  # (feed, session) -> relay address
+        self.rejected: dict[str, int] = {}
+        self.highest_session = 0
+
+    @staticmethod
+    def _open(cluster: ClusterConfig, interface: str) -> Any:
+        group = cluster.group[0] if cluster.group else None
+        family = udp.family_of(
+            group or (cluster.receivers[0][0] if cluster.receivers else "0.0.0.0")
+        )
+        sock = udp.udp_socket(family, rcvbuf=32 << 20, sndbuf=1 << 20, reuse_port=False)
+        sock.bind(("::" if family.name == "AF_INET6" else "0.0.0.0", cluster.port))
+        if group:
+            udp.join_group(sock, group, interface)
+        return sock
+
+    @staticmethod
+    def _members(cluster: ClusterConfig, interface: str) -> list[Any]:
+        if cluster.members:
+            return [ipaddress.ip_network(str(m)) for m in cluster.members]
+        return list(interfaces.subnets(interface))
+
+    def fileno(self) -> int:
+        return int(self.sock.fileno())
+
+    # --- the hot path -------------------------------------------------------------
+
+    def on_readable(self) -> None:
+        now = time.monotonic_ns()
+        while batch := self.receiver.receive():
+            for r in batch:
+                msg = self._decode(bytes(r.payload), r.source)
+                if msg is not None:
+                    self._act(self.sequencer.accept(msg, now), now)
+        for delivery in self.deliveries.values():
+            delivery.flush()
+
+    def _decode(self, data: bytes, source: Endpoint) -> env.Message | None:
+        if not self._is_member(source[0]):
+            self._reject("foreign", source, "not a cluster member")
+            return None
+        try:
+            msg = env.decode_message_untrusted(data, key=self.key)
+        except env.BadEnvelope as e:
+            self._reject(e.reason, source, str(e))
+            return None
+        if isinstance(msg, env.Nack):
+            return None
+        if msg.feed not in self.deliveries:
+            self._reject("feed", source, f"unknown feed id {msg.feed}")
+            return None
+        if not isinstance(msg, env.Unavailable):
+            self.relays[(msg.feed, msg.session)] = source
+            self.highest_session = max(self.highest_session, msg.session)
+        return msg
+
+    def _is_member(self, host: str) -> bool:
+        address: IPAddress = ipaddress.ip_address(host.split("%", maxsplit=1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.members)
+
+    def _reject(self, reason: str, source: Endpoint, detail: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        quiet.warning(f"envelope:{reason}", "envelope from %s ignored: %s", source[0], detail)
+
+    # --- actions --------------------------------------------------------------------
+
+    def _act(self, actions: list[seq.Action], now: int) -> None:
+        deliveries = self.deliveries
+        for action in actions:
+            if type(action) is seq.Deliver:
+                deliveries[action.feed].add(action.datagram, action.seq, action.session)
+            elif isinstance(action, seq.RequestRetransmit):
+                self._nack(action)
+            elif isinstance(action, seq.GapUnrecoverable):
+                self._lost(action)
+            elif isinstance(action, seq.SessionStarted):
+                self.emit(
+                    "session",
+                    f"feed {action.feed}: following session {action.session} "
+                    f"from #{action.first_seq} ({action.reason})",
+                    feed=action.feed,
+                    session=action.session,
+                    reason=action.reason,
+                )
+
+    def _nack(self, action: seq.RequestRetransmit) -> None:
+        relay = self.relays.get((action.feed, action.session))
+        if relay is None:
+            return
+        nack = env.Nack(action.feed, 0, action.session, action.first, action.count)
+        self.nack_sender.send([(env.encode_nack(nack, key=self.key), relay)])
+
+    def _lost(self, gap: seq.GapUnrecoverable) -> None:
+        last = gap.first + gap.count - 1
+        log.warning(
+            "feed %d session %d: lost #%d..#%d (%d datagrams, %s)",
+            gap.feed,
+            gap.session,
+            gap.first,
+            last,
+            gap.count,
+            gap.reason,
+        )
+        self.emit(
+            "gap",
+            f"feed {gap.feed} session {gap.session}: lost #{gap.first}..#{last} "
+            f"({gap.count}, {gap.reason})",
+            feed=gap.feed,
+            session=gap.session,
+            first=gap.first,
+            count=gap.count,
+            reason=gap.reason,
+        )
+
+    # --- timers and counters ----------------------------------------------------------
+
+    def on_timer(self) -> None:
+        now = time.monotonic_ns()
+        self._act(self.sequencer.handle_timer(now), now)
+        for delivery in self.deliveries.values():
+            delivery.flush()
+
+    def next_timer(self) -> float | None:
+        """When the sequencer wants waking, on the time.monotonic() scale."""
+        at = self.sequencer.next_timer()
+        return None if at is None else at / 1e9
+
+    def refresh_stats(self) -> None:
+        for feed, stats in self.stats.items():
+            c = self.sequencer.counters(feed)
+            stats.recovered, stats.duplicates = c.recovered, c.duplicates
+            stats.lost = c.unrecoverable
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,227 @@
+"""The relay: on the master, every datagram sent to VIP:port goes to every receiver.
+
+Each feed's socket is bound to VIP:port with IP_FREEBIND before the VIP exists,
+so becoming master only flips ``active``: nothing waits. A batch drained from
+the socket becomes as few DATA envelopes as fit the LAN MTU (never waiting for
+more datagrams, so a lone datagram leaves at once), and one ``sendmmsg`` sends
+them to the group or to every receiver; a receiver that fails costs the others
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from vipcast.config import ClusterConfig, Endpoint, FeedConfig
+from vipcast.core import envelope as env
+from vipcast.core.retransmit import NackLimiter, RetransmitBuffer
+from vipcast.daemon.dataplane.stats import FeedStats
+from vipcast.daemon.quietlog import QuietLogger
+from vipcast.linux import udp
+from vipcast.linux.mmsg import make_receiver, make_sender
+
+log = logging.getLogger("vipcast.relay")
+quiet = QuietLogger(log)
+
+SOCKET_BUFFER = 32 << 20
+HEARTBEAT_INTERVAL = 0.05  # seconds of silence before an idle feed sends a heartbeat
+
+
+class Fanout:
+    """The socket envelopes leave from, to the group or to each receiver.
+
+    Receivers send their NACKs back to its address, so it is also where the relay
+    reads them.
+    """
+
+    def __init__(self, cluster: ClusterConfig, interface: str, source: str) -> None:
+        self.destinations: list[Endpoint] = (
+            [cluster.group] if cluster.group else list(cluster.receivers)
+        )
+        family = udp.family_of(self.destinations[0][0])
+        self.sock = udp.udp_socket(family, rcvbuf=4 << 20, sndbuf=SOCKET_BUFFER)
+        self.sock.bind((source, 0))
+        if cluster.group:
+            udp.multicast_sender(self.sock, interface, ttl=1, loop=True)
+        self.sender = make_sender(self.sock, capacity=256, arena=4 << 20)
+        self.receiver = make_receiver(self.sock, batch=32)
+        self.errors = 0
+
+    def send(self, envelopes: Sequence[bytes]) -> int:
+        """Send every envelope to every destination; returns the failures."""
+        result = self.sender.send((e, d) for e in envelopes for d in self.destinations)
+        failed = result.failed + result.unsent
+        if failed:
+            self.errors += failed
+            quiet.warning("fanout", "%d envelope sends failed (receiver down?)", failed)
+        return failed
+
+    def send_to(self, envelopes: Sequence[bytes], destination: Endpoint) -> None:
+        self.sender.send((e, destination) for e in envelopes)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class FeedRelay:
+    """One feed: VIP:port in, envelopes out, a retransmission buffer for NACKs."""
+
+    def __init__(
+        self,
+        feed: FeedConfig,
+        vip: str,
+        cluster: ClusterConfig,
+        node_id: int,
+        fanout: Fanout,
+        stats: FeedStats,
+    ) -> None:
+        self.feed, self.node_id, self.fanout, self.stats = feed, node_id, fanout, stats
+        self.key = cluster.key
+        self.sock = udp.udp_socket(udp.family_of(vip), rcvbuf=SOCKET_BUFFER, sndbuf=4 << 20)
+        udp.bind_freebind(self.sock, vip, feed.port)
+        self.receiver = make_receiver(self.sock, batch=128, bufsize=env.MAX_UDP_PAYLOAD_V4)
+        self.encoder = env.RecordEncoder((vip, feed.port))
+        lan_v6 = ":" in fanout.destinations[0][0]
+        self.budget = env.envelope_budget(cluster.mtu, lan_ipv6=lan_v6)
+        self.max_payload = env.max_payload(cluster.mtu, lan_ipv6=lan_v6, auth=bool(self.key))
+        self.max_relayable = env.max_relayable_payload(lan_ipv6=lan_v6, auth=bool(self.key))
+        self.buffer = RetransmitBuffer(
+            max_count=max(1, cluster.retransmit_buffer),
+            max_age_ns=int(cluster.retransmit_age * 1e9),
+        )
+        self.limiter = NackLimiter()
+        self.framer: env.DataFramer | None = None
+        self.next_seq = 1
+        self.last_sent = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.framer is not None
+
+    @property
+    def session(self) -> int:
+        return self.framer.session if self.framer else 0
+
+    def start(self, session: int) -> None:
+        """Become the feed's relay under a new session, numbering from 1."""
+        self.framer = env.DataFramer(self.feed.feed_id, self.node_id, session, key=self.key)
+        self.next_seq = 1
+        self.buffer.clear()
+        self.last_sent = time.monotonic()
+
+    def stop(self, next_session: int = 0) -> bytes | None:
+        """Stop relaying; returns the END_OF_SESSION envelope to send, if active."""
+        if self.framer is None:
+            return None
+        end = env.EndOfSession(
+            self.feed.feed_id, self.node_id, self.framer.session, self.next_seq - 1, next_session
+        )
+        self.framer = None
+        return env.encode_end_of_session(end, key=self.key)
+
+    # --- the hot path -----------------------------------------------------------
+
+    def on_readable(self) -> None:
+        while batch := self.receiver.receive():
+            if self.framer is None:
+                self.stats.not_master += len(batch)
+                continue
+            ingress = time.time_ns()
+            encode = self.encoder.encode
+            records = [
+                encode(bytes(r.payload), r.source, ingress)
+                for r in batch
+                if self._fits(len(r.payload))
+            ]
+            if records:
+                self._send(records)
+
+    def _fits(self, size: int) -> bool:
+        if size <= self.max_payload:
+            return True
+        if size > self.max_relayable:
+            self.stats.dropped_too_big += 1
+            quiet.warning(
+                "too-big",
+                "feed %s: a %d-byte datagram cannot be relayed; dropped",
+                self.feed.name,
+                size,
+            )
+            return False
+        self.stats.oversized += 1
+        quiet.warning(
+            "oversized",
+            "feed %s: %d-byte datagram relayed in a fragmented envelope",
+            self.feed.name,
+            size,
+        )
+        return True
+
+    def _send(self, records: list[bytes]) -> None:
+        assert self.framer is not None
+        first = self.next_seq
+        envelopes, seq = [], first
+        for count in env.plan_batches([len(r) for r in records], self.budget, auth=bool(self.key)):
+            envelopes.append(self.framer.frame(seq, records[seq - first : seq - first + count]))
+            seq += count
+        self.next_seq = seq
+        now_ns = time.monotonic_ns()
+        append = self.buffer.append
+        for i, record in enumerate(records):
+            append(first + i, record, now_ns)
+        self.stats.fanout_errors += self.fanout.send(envelopes)
+        self.stats.relayed += len(records)
+        self.stats.envelopes += len(envelopes)
+        self.last_sent = time.monotonic()
+
+    # --- idle and recovery ---------------------------------------------------------
+
+    def heartbeat(self) -> bytes | None:
+        """A HEARTBEAT envelope if the feed has been idle; None otherwise."""
+        if self.framer is None or time.monotonic() - self.last_sent < HEARTBEAT_INTERVAL:
+            return None
+        self.last_sent = time.monotonic()
+        beat = env.Heartbeat(
+            self.feed.feed_id, self.node_id, self.framer.session, self.next_seq - 1
+        )
+        return env.encode_heartbeat(beat, key=self.key)
+
+    def serve_nack(self, nack: env.Nack, peer: Endpoint) -> list[bytes]:
+        """The envelopes that answer a receiver's NACK (resent DATA and UNAVAILABLE)."""
+        if self.framer is None or nack.session != self.framer.session:
+            return [
+                self._unavailable(
+                    nack.session, nack.first_seq, nack.count, env.UnavailableReason.UNKNOWN_SESSION
+                )
+            ]
+        now = time.monotonic_ns()
+        granted = self.limiter.grant(peer, nack.count, now)
+        if granted == 0:
+            return []
+        served = self.buffer.get_range(nack.first_seq, granted, now)
+        replies = self._resend(served.first, list(served.records))
+        for first, count, reason in served.unavailable:
+            self.stats.unavailable += count
+            replies.append(self._unavailable(self.framer.session, first, count, reason))
+        return replies
+
+    def _resend(self, first: int, records: list[bytes]) -> list[bytes]:
+        assert self.framer is not None
+        out, seq = [], first
+        for count in env.plan_batches([len(r) for r in records], self.budget, auth=bool(self.key)):
+            chunk = records[seq - first : seq - first + count]
+            out.append(self.framer.frame(seq, chunk, retransmission=True))
+            seq += count
+        self.stats.retransmitted += len(records)
+        return out
+
+    def _unavailable(
+        self, session: int, first: int, count: int, reason: env.UnavailableReason
+    ) -> bytes:
+        msg = env.Unavailable(self.feed.feed_id, self.node_id, session, first, count, reason)
+        return env.encode_unavailable(msg, key=self.key)
+
+    def close(self) -> None:
+        self.sock.close()
