@@ -128,6 +128,23 @@ def test_vip_manager_adds_and_removes_idempotently(site6: Site) -> None:
         vips.close()
 
 
+def test_vip_manager_follows_an_interface_re_created_under_the_same_name(lab: Lab) -> None:
+    host = lab.host("h")
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", "-n", host.ns, *args], check=True)
+
+    create = ["link", "add", "vip0", "type", "veth", "peer", "name", "vip0p"]  # no dummy here
+    ip(*create)
+    with host.entered(), VipManager("vip0", [VIP4]) as vips:
+        assert vips.add() == [VIP4]
+        ip("link", "del", "vip0")
+        ip(*create)
+        assert vips.present() == set()
+        assert vips.add() == [VIP4]
+    assert oracles.addresses(host, "vip0") == {VIP}
+
+
 # --- NetlinkWatcher ----------------------------------------------------------------------
 
 
@@ -346,7 +363,6 @@ def test_unicast_mode_sends_to_the_peer_only_and_hears_no_multicast(site: Site) 
 
 def test_ipv6_advert_reaches_the_peer_from_the_link_local_address(site6: Site) -> None:
     node1, node2 = site6.nodes
-    wait_until(lambda: _dad_done(node1) and _dad_done(node2), 5, what="IPv6 DAD on the nodes")
     source = _link_local(node1)
     with node1.entered():
         sender = VrrpSocket("eth0", 6)
@@ -355,6 +371,13 @@ def test_ipv6_advert_reaches_the_peer_from_the_link_local_address(site6: Site) -
     message = _vrrp6(source)
     try:
         assert sender.source == source
+        # link bounced: the link-local address is in DAD again, so sending waits, quietly
+        node1.set_link("eth0", up=False)
+        node1.set_link("eth0", up=True)
+        assert "tentative" in _flags_of(node1, str(source))
+        assert sender.send(message, GROUP_V6) is False
+        assert sender.send_errors == {"EINVAL": 1}
+        wait_until(lambda: _dad_done(node1) and _dad_done(node2), 5, what="IPv6 DAD on the nodes")
         with Capture(node2) as cap:
             assert sender.send(message, GROUP_V6)
             got = wait_until(receiver.recv, 5, what="the IPv6 advert at node2")

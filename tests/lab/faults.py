@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -82,10 +83,11 @@ def rate_limit(host: Host, ifname: str, rate: str = "10mbit") -> None:
 
 
 @contextlib.contextmanager
-def stalled(proc: NsProcess) -> Iterator[None]:
+def stalled(target: NsProcess | int) -> Iterator[None]:
     """Freeze a process (SIGSTOP) for the block, then let it run again."""
-    proc.signal(signal.SIGSTOP)
+    pid = target if isinstance(target, int) else target.pid
+    os.kill(pid, signal.SIGSTOP)
     try:
         yield
     finally:
-        proc.signal(signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)

@@ -50,7 +50,14 @@ u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFFFFFF)
 sessions = st.integers(1, U64_MAX)
 v4 = st.ip_addresses(v=4).map(str)
-v6 = st.ip_addresses(v=6).filter(lambda ip: ip.ipv4_mapped is None).map(str)
+
+
+def _unmapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """IPv4-mapped addresses travel as IPv4 (tested on their own)."""
+    return isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None
+
+
+v6 = st.ip_addresses(v=6).filter(_unmapped).map(str)
 
 
 @st.composite
@@ -77,9 +84,9 @@ def ranges(draw: st.DrawFn) -> tuple[int, int]:
 origin = (u16, u32, sessions)
 heartbeats = st.builds(Heartbeat, *origin, st.integers(0, U64_MAX))
 ends = st.builds(EndOfSession, *origin, st.integers(0, U64_MAX), st.integers(0, U64_MAX))
-nacks = st.builds(lambda f, n, s, r: Nack(f, n, s, *r), *origin, ranges())
+nacks = st.builds(lambda f, n, s, r: Nack(f, n, s, r[0], r[1]), *origin, ranges())
 unavailables = st.builds(
-    lambda f, n, s, r, why: Unavailable(f, n, s, *r, why),
+    lambda f, n, s, r, why: Unavailable(f, n, s, r[0], r[1], why),
     *origin,
     ranges(),
     st.sampled_from(UnavailableReason),
@@ -156,9 +163,8 @@ def test_mixed_families_travel_as_ipv6() -> None:
     msg = decode_message_untrusted(encode_data(Data(1, 1, 1, 1, (d,))))
     assert isinstance(msg, Data)
     assert msg.datagrams[0].src[1] == 1
-    assert ipaddress.ip_address(msg.datagrams[0].src[0]).ipv4_mapped == ipaddress.ip_address(
-        "198.18.0.1"
-    )
+    mapped = ipaddress.IPv6Address(msg.datagrams[0].src[0]).ipv4_mapped
+    assert mapped == ipaddress.IPv4Address("198.18.0.1")
 
 
 def test_largest_relayable_payload_round_trips() -> None:

@@ -183,6 +183,19 @@ def test_requests_repeat_at_the_interval_then_give_up() -> None:
     assert seqr.counters(FEED).duplicates == 1
 
 
+def test_partial_answers_from_a_rate_limited_relay_do_not_use_up_tries() -> None:
+    seqr = following(SequencerConfig(retry_interval_ns=10 * MS, max_tries=2))
+    acts = feed_all(seqr, [data(A, 1), data(A, 12)])
+    for i, first in enumerate(range(2, 12, 2)):
+        assert of(RequestRetransmit, acts) == [
+            RequestRetransmit(FEED, A, first, 12 - first, NODE_A)
+        ]
+        acts = seqr.accept(data(A, first, 2, retrans=True), i * 10 * MS + MS)
+        acts += seqr.handle_timer((i + 1) * 10 * MS)
+    assert of(GapUnrecoverable, acts) == []
+    assert seqr.counters(FEED).delivered == 12
+
+
 def test_unavailable_reports_the_exact_range_at_once() -> None:
     seqr = following()
     feed_all(seqr, [data(A, 1), data(A, 8)])
@@ -379,7 +392,7 @@ def test_retransmission_or_unavailable_for_an_unknown_session_is_ignored() -> No
 
 def test_several_waiting_sessions_follow_the_named_successor_chain() -> None:
     seqr = following()
-    msgs = [data(A, 1), eos(A, 2, B), data(C, 1), data(B, 1), eos(B, 1, C)]
+    msgs: list[Message] = [data(A, 1), eos(A, 2, B), data(C, 1), data(B, 1), eos(B, 1, C)]
     acts = feed_all(seqr, msgs)
     assert delivered(acts) == [(A, 1)]
     acts = seqr.accept(data(A, 2, retrans=True), 0)

@@ -13,9 +13,10 @@ monotonic clock in nanoseconds. The rules are in ``docs/protocol.md``
   ``takeover_grace_ns`` (its END_OF_SESSION may be on its way); then the current
   session's outstanding gaps are reported lost and delivery switches.
 * Sessions with an id at or below the newest one started are stale: ignored.
-* Gaps are requested (``RequestRetransmit``) every ``retry_interval_ns`` up to
-  ``max_tries`` times, then reported (``GapUnrecoverable``) and skipped; also on
-  UNAVAILABLE, and when more than ``window`` datagrams wait behind them.
+* Gaps are requested (``RequestRetransmit``) every ``retry_interval_ns``; after
+  ``max_tries`` requests in a row bring nothing back they are reported
+  (``GapUnrecoverable``) and skipped; also on UNAVAILABLE, and when more than
+  ``window`` datagrams wait behind them.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class SequencerConfig:
 
     window: int = 4096  # datagrams held per feed waiting for a gap or a session merge
     retry_interval_ns: int = 20_000_000  # between two requests for one gap
-    max_tries: int = 5  # requests per gap before it is given up
+    max_tries: int = 5  # unanswered requests per gap before it is given up
     request_delay_ns: int = 0  # wait before the first request (tolerate reordering)
     max_request: int = 4096  # datagrams asked for in one request
     takeover_grace_ns: int = 10_000_000  # hold a new session this long for the old one's end
@@ -239,6 +240,7 @@ class _Stream:
             return
         if retrans:
             self.counters.recovered += 1
+            gap.tries = 0  # the relay answers: tries count requests that go unanswered
         else:
             self.counters.reordered += 1
         self._cut(i, seq)

@@ -47,6 +47,11 @@ class NsProcess:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.popen.pid, sig)
 
+    def kill_group(self, sig: int | None = None) -> None:
+        """Signal (default SIGKILL) the program and every child it started, at once."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL if sig is None else sig)
+
     def wait(self, timeout: float | None = None) -> int:
         return self.popen.wait(timeout)
 

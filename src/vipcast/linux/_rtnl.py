@@ -118,6 +118,13 @@ class Rtnl:
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
 
+    def link(self, ifname: str) -> Link:
+        """One link by name; ``OSError(ENODEV)`` when there is none."""
+        msg = ifinfmsg()
+        msg["family"] = socket.AF_UNSPEC
+        msg["attrs"] = [("IFLA_IFNAME", ifname)]
+        return link_from_message(self._request(msg, RTM_GETLINK, NLM_F_ACK)[0])
+
     def links(self) -> list[Link]:
         msg = ifinfmsg()
         msg["family"] = socket.AF_UNSPEC
@@ -172,11 +179,12 @@ class Rtnl:
 
 def find_link(rtnl: Rtnl, ifname: str) -> Link:
     """The link named ``ifname``, or ``LookupError`` listing the interfaces there are."""
-    links = rtnl.links()
-    for link in links:
-        if link.name == ifname:
-            return link
-    raise no_such_interface(ifname, [link.name for link in links])
+    try:
+        return rtnl.link(ifname)
+    except OSError as exc:
+        if exc.errno not in (errno.ENODEV, errno.EINVAL, errno.ERANGE):  # bad or long name
+            raise
+    raise no_such_interface(ifname, [link.name for link in rtnl.links()])
 
 
 def no_such_interface(ifname: str, names: Iterable[str]) -> LookupError:

@@ -69,17 +69,17 @@ class VipManager:
         self.addresses = tuple(addresses)
         self._rtnl = Rtnl()
         try:
-            self.ifindex = find_link(self._rtnl, ifname).index
+            self._index()
         except BaseException:
             self._rtnl.close()
             raise
 
     def add(self) -> list[IPInterface]:
         """Put every VIP on the interface; returns those that were not there yet."""
-        added = []
+        added, index = [], self._index()
         for vip in self.addresses:
             try:
-                self._rtnl.add_address(self.ifindex, vip, IFA_F_NODAD if vip.version == 6 else 0)
+                self._rtnl.add_address(index, vip, IFA_F_NODAD if vip.version == 6 else 0)
             except OSError as exc:
                 if exc.errno != errno.EEXIST:
                     raise self._explain(exc, f"add {vip} to {self.ifname}") from exc
@@ -89,10 +89,10 @@ class VipManager:
 
     def remove(self) -> list[IPInterface]:
         """Take every VIP off the interface; returns those that were there."""
-        removed = []
+        removed, index = [], self._index()
         for vip in self.addresses:
             try:
-                self._rtnl.delete_address(self.ifindex, vip)
+                self._rtnl.delete_address(index, vip)
             except OSError as exc:
                 if exc.errno not in _ALREADY_GONE:
                     raise self._explain(exc, f"remove {vip} from {self.ifname}") from exc
@@ -102,11 +102,15 @@ class VipManager:
 
     def present(self) -> set[IPInterface]:
         """The VIPs (matched by address) the interface holds now."""
-        held = {a.interface.ip for a in self._rtnl.addresses(index=self.ifindex)}
+        held = {a.interface.ip for a in self._rtnl.addresses(index=self._index())}
         return {vip for vip in self.addresses if vip.ip in held}
 
     def close(self) -> None:
         self._rtnl.close()
+
+    def _index(self) -> int:
+        """Looked up on every call: an interface deleted and re-created changes index."""
+        return find_link(self._rtnl, self.ifname).index
 
     def __enter__(self) -> VipManager:
         return self

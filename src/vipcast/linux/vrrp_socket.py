@@ -19,7 +19,7 @@ import socket
 import struct
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
@@ -70,7 +70,7 @@ _RECV_SIZE = 65535
 class RawAdvert:
     """One received protocol-112 packet: the VRRP message and what the IP layer said."""
 
-    payload: bytes = field(repr=False)  # the VRRP message, IP header removed
+    payload: bytes  # the VRRP message, IP header removed
     src: IPAddress
     dst: IPAddress
     ttl: int  # TTL (IPv4) or hop limit (IPv6) as received; RFC 9568 wants 255
