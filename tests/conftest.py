@@ -13,9 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from vipcast.lab import site as lab_site
 from vipcast.lab.site import Lab, Site, build_site
+
+# Under CI load a Hypothesis example may take long; correctness, not speed, is tested here.
+settings.register_profile("vipcast", deadline=None, print_blob=True)
+settings.load_profile("vipcast")
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 _open_labs: list[Lab] = []

@@ -74,6 +74,8 @@ class ClusterConfig:
     mtu: int = 1500
     retransmit_buffer: int = 65536  # datagrams kept per feed for recovery
     retransmit_age: float = 5.0  # seconds
+    takeover_grace: float = 0.5  # seconds a new session waits for the old one's end
+    reorder_window: int = 32768  # datagrams a receiver holds behind a gap
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,8 @@ def _cluster(t: _Table) -> ClusterConfig:
         mtu=t.get("mtu", _int_range(576, 65535), 1500),
         retransmit_buffer=t.get("retransmit_buffer", _int_range(0, 10_000_000), 65536),
         retransmit_age=t.get("retransmit_age", _float_range(0.0, 3600.0), 5.0),
+        takeover_grace=t.get("takeover_grace", _float_range(0.0, 60.0), 0.5),
+        reorder_window=t.get("reorder_window", _int_range(1, 10_000_000), 32768),
     )
     t.done()
     if c.group and c.receivers:

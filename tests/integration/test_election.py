@@ -63,7 +63,8 @@ def test_status_reports_master_priority_vips_and_last_transition(site: Site) -> 
     assert s2["master"] == node_address(1)
     assert s1["last_transition"]["new"] == "MASTER"
     assert "master down" in s1["last_transition"]["reason"]
-    assert s1["adverts_sent"] > 0 and s2["adverts_received"] > 0
+    assert s1["adverts_sent"] > 0
+    assert s2["adverts_received"] > 0
 
 
 def test_master_link_cut_moves_the_vip_and_the_router_follows(site: Site) -> None:
@@ -102,7 +103,8 @@ def test_sigkill_of_the_master_process_fails_over_and_a_restart_cleans_up(site: 
     n1b = start_node(site, 1, election={"priority": 150})
     n1b.wait_state("MASTER", 5)
     n2.wait_state("BACKUP", 3)
-    assert holds_vip(site, 1) and not holds_vip(site, 2)
+    assert holds_vip(site, 1)
+    assert not holds_vip(site, 2)
 
 
 def test_nopreempt_keeps_the_current_master(site: Site) -> None:
@@ -180,7 +182,8 @@ def test_forged_adverts_change_nothing_and_are_counted(site: Site) -> None:
         3,
         what=f"rejections counted: {set(forged)}",
     )
-    assert n1.state() == "MASTER" and n2.state() == "BACKUP"
+    assert n1.state() == "MASTER"
+    assert n2.state() == "BACKUP"
     assert holds_vip(site, 1)
 
 

@@ -78,7 +78,8 @@ def test_envelope_mode_shows_the_original_sender_through_the_python_api(site: Si
     assert first.source == (REMOTE, 40123)
     assert first.destination == (VIP, 8600)
     assert [m.sequence for m in messages if m] == [1, 2, 3, 4, 5]
-    assert first.session > 0 and first.feed == 1
+    assert first.session > 0
+    assert first.feed == 1
 
 
 def test_transparent_mode_preserves_the_original_source(site: Site) -> None:
@@ -112,7 +113,8 @@ def test_after_a_master_crash_delivery_resumes_under_a_new_session(site: Site) -
         after = [rx.receive(timeout=5) for _ in range(10)]
     finally:
         rx.close()
-    assert all(before) and all(after)
+    assert all(before)
+    assert all(after)
     assert {m.session for m in before if m} != {m.session for m in after if m}
     assert [m.sequence for m in after if m] == list(range(1, 11))
 
@@ -144,7 +146,7 @@ def test_the_python_sender_names_its_destination(site: Site) -> None:
 
 
 def test_malformed_and_foreign_envelopes_are_ignored_and_counted(site: Site) -> None:
-    n1, n2 = tee_pair(site)
+    _n1, n2 = tee_pair(site)
     apps = sinks(site)
     junk = site.nodes[0].socket(socket.AF_INET, socket.SOCK_DGRAM)
     for payload in (b"VC\x99garbage", b"not an envelope", b""):
@@ -167,7 +169,7 @@ def test_malformed_and_foreign_envelopes_are_ignored_and_counted(site: Site) -> 
 
 
 def test_a_stopped_receiver_stalls_neither_the_relay_nor_the_other_node(site: Site) -> None:
-    n1, n2 = tee_pair(site)
+    _n1, n2 = tee_pair(site)
     apps = sinks(site)
     with stalled(dataplane_pid(n2)):
         sent = send_numbered(site.remote, (VIP, 8600), 3000, rate=10000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,3 +91,53 @@ def start_node(
     )
     assert proc.returncode is None, proc.output()
     return node
+
+
+@dataclass
+class SinkProcess:
+    """A counting app in its own process; ``result()`` stops it and reads what it got."""
+
+    proc: NsProcess
+    out: Path
+
+    def result(self) -> list[Any]:
+        self.proc.stop()
+        return list(json.loads(self.out.read_text()))
+
+
+def start_sink(site: Site, i: int, port: int = 9600, *, envelope: bool = False) -> SinkProcess:
+    out = site.lab.workdir / f"sink-node{i}-{port}-{len(site.lab.processes)}.json"
+    proc = site.nodes[i - 1].spawn(
+        [
+            sys.executable,
+            "-m",
+            "tests.lab.traffic",
+            "sink",
+            "127.0.0.1",
+            str(port),
+            "--out",
+            str(out),
+            *(["--envelope"] if envelope else []),
+        ],
+        name="sink",
+    )
+    wait_until(lambda: out.with_suffix(".ready").exists(), 10, what="sink ready")
+    return SinkProcess(proc, out)
+
+
+def start_sender(site: Site, dst: tuple[str, int], count: int, rate: float) -> NsProcess:
+    return site.remote.spawn(
+        [
+            sys.executable,
+            "-m",
+            "tests.lab.traffic",
+            "send",
+            dst[0],
+            str(dst[1]),
+            "--count",
+            str(count),
+            "--rate",
+            str(rate),
+        ],
+        name="sender",
+    )

@@ -133,6 +133,16 @@ def test_make_receiver_and_sender_use_the_batched_calls_when_libc_has_them(
     assert isinstance(mmsg.make_sender(sock), MmsgSender)
 
 
+def test_without_the_batched_calls_the_factories_fall_back_to_one_call_per_datagram(
+    sockets: list[socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mmsg, "_CALLS", None)
+    sock = bound(sockets, socket.AF_INET)
+    assert not mmsg.batched_io_available()
+    assert isinstance(mmsg.make_receiver(sock), RecvfromReceiver)
+    assert isinstance(mmsg.make_sender(sock), SendtoSender)
+
+
 # ---------------------------------------------------------------- sending
 
 
@@ -185,6 +195,20 @@ def test_a_message_that_fails_is_counted_and_the_ones_after_it_are_still_sent(
     assert tx.send(messages) == mmsg.SendResult(sent=2, failed=1)
     assert tx.errors == {errno.EMSGSIZE: 1}
     assert [bytes(r.payload) for r in drain(MmsgReceiver(sink))] == [b"before", b"after"]
+
+
+@SENDERS
+def test_a_payload_larger_than_any_datagram_fails_alone(
+    sockets: list[socket.socket], sender: type[mmsg.Sender]
+) -> None:
+    sink = bound(sockets, socket.AF_INET)
+    tx = sender(bound(sockets, socket.AF_INET), arena=mmsg.MAX_DATAGRAM)  # type: ignore[call-arg]
+    huge = bytes(mmsg.MAX_DATAGRAM + 1)
+
+    assert tx.send([(huge, endpoint(sink)), (b"fine", endpoint(sink))]) == (1, 1, 0)
+    assert tx.send_to_all(huge, [endpoint(sink)] * 2) == (0, 2, 0)
+    assert tx.errors == {errno.EMSGSIZE: 3}
+    assert [bytes(r.payload) for r in drain(MmsgReceiver(sink))] == [b"fine"]
 
 
 def closed_port(family: int) -> tuple[str, int]:

@@ -388,6 +388,47 @@ def test_shutdown_backup_just_stops() -> None:
     assert router.shutdown(1.0) == [Transition(State.BACKUP, State.STOPPED, "shutdown", 1.0)]
 
 
+# -- planned handover ---------------------------------------------------------------
+
+
+def test_handover_resigns_and_drains_instead_of_dropping_the_vips_at_once() -> None:
+    router = master()
+    assert router.handover(1, 40.0) == [
+        Transition(State.MASTER, State.BACKUP, "planned handover", 40.0),
+        SendAdvert(0, 100),
+        RemoveVips(drain=True),
+    ]
+    assert router.priority == 1
+
+
+def test_after_handover_the_old_master_follows_the_new_one() -> None:
+    router = master(priority=150)
+    router.handover(1, 40.0)
+    router.receive_advert(advert(100), HIGH, 40.1)
+    assert router.state is State.BACKUP
+    assert router.current_master == HIGH
+    deadline = router.next_timer()
+    assert deadline is not None
+    assert router.handle_timer(deadline - 0.001) == []  # still following
+
+
+def test_handover_to_nobody_returns_mastership_after_the_down_interval() -> None:
+    router = master(priority=150)
+    router.handover(1, 40.0)
+    deadline = router.next_timer()
+    assert deadline == pytest.approx(40.0 + master_down_interval(1, 100))
+    actions = router.handle_timer(deadline)
+    assert router.state is State.MASTER
+    assert AddVips() in actions
+
+
+def test_handover_is_only_for_a_master() -> None:
+    router = backup()
+    assert router.handover(1, 1.0) == []
+    assert router.state is State.BACKUP
+    assert router.priority == 100
+
+
 def test_stopped_is_final() -> None:
     router = master()
     router.shutdown(40.0)
@@ -478,6 +519,7 @@ def test_the_described_rules_enter_and_leave_master_only_where_the_rfc_does() ->
         (Event.HIGHER_ADVERT, State.BACKUP),
         (Event.FAULT_SET, State.FAULT),
         (Event.SHUTDOWN, State.STOPPED),
+        (Event.HANDOVER, State.BACKUP),
     }
     assert (
         State.MASTER,
@@ -576,6 +618,10 @@ class RandomInputs(RuleBasedStateMachine):
     @rule()
     def shutdown(self) -> None:
         self.feed(self.router.shutdown(self.now))
+
+    @rule()
+    def handover(self) -> None:
+        self.feed(self.router.handover(1, self.now))
 
     @invariant()
     def vips_held_only_by_master(self) -> None:

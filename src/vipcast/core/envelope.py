@@ -102,6 +102,7 @@ DATA_HEADER_SIZE: Final = COMMON_HEADER_SIZE + _DATA_FIXED.size
 #  24|48 n  payload
 _REC4 = struct.Struct(">QHBxHH4s4s")
 _REC6 = struct.Struct(">QHBxHH16s16s")
+_RECORD_LAYOUTS: Final = {4: (_REC4.unpack_from, _REC4.size), 6: (_REC6.unpack_from, _REC6.size)}
 RECORD_HEADER_V4: Final = _REC4.size
 RECORD_HEADER_V6: Final = _REC6.size
 _REC_FIXED_SIZE: Final = 16
@@ -481,24 +482,25 @@ def _decode_data(raw: bytes, head: _Header) -> Data:
 def _decode_records(raw: bytes, off: int, end: int, count: int) -> tuple[Datagram, ...]:
     """``count`` records from ``raw[off:end]``, which they must fill exactly."""
     out = []
-    cache, text = _text_cache, _host_text
+    cache, text, layouts, new = _text_cache, _host_text, _RECORD_LAYOUTS, tuple.__new__
     for _ in range(count):
         if off + _REC_FIXED_SIZE > end:
             raise BadEnvelope("truncated", f"record at {off}")
-        family = raw[off + 10]
-        layout = _REC4 if family == 4 else _REC6 if family == 6 else None
+        layout = layouts.get(raw[off + 10])
         if layout is None:
-            raise BadEnvelope("address", f"family {family}")
-        start = off + layout.size
+            raise BadEnvelope("address", f"family {raw[off + 10]}")
+        unpack, size = layout
+        start = off + size
         if start > end:
             raise BadEnvelope("truncated", f"addresses at {off + _REC_FIXED_SIZE}")
-        ingress, length, _, sport, dport, src, dst = layout.unpack_from(raw, off)
+        ingress, length, _, sport, dport, src, dst = unpack(raw, off)
         off = start + length
         if off > end:
             raise BadEnvelope("truncated", f"payload at {start}")
-        src_text = cache.get(src) or text(src)
-        dst_text = cache.get(dst) or text(dst)
-        out.append(Datagram((src_text, sport), (dst_text, dport), raw[start:off], ingress))
+        src_addr = (cache.get(src) or text(src), sport)
+        dst_addr = (cache.get(dst) or text(dst), dport)
+        # tuple.__new__ is what Datagram(...) runs, minus a Python frame per record
+        out.append(new(Datagram, (src_addr, dst_addr, raw[start:off], ingress)))
     if off != end:
         raise BadEnvelope("length", f"{end - off} bytes after the last record")
     return tuple(out)

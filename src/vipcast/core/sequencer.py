@@ -113,6 +113,8 @@ class SessionStarted:
 
 Action = Deliver | RequestRetransmit | GapUnrecoverable | SessionStarted
 
+_new: Final = tuple.__new__  # builds a Deliver without a Python frame (hot path)
+
 
 @dataclass(slots=True)
 class Counters:
@@ -210,7 +212,7 @@ class _Stream:
         for datagram in datagrams:
             if seq == self.next and seq > self.high and (self.last is None or seq <= self.last):
                 self.next, self.high = seq + 1, seq
-                self.out.append(Deliver(datagram, seq, self.session, self.feed))
+                self.out.append(_new(Deliver, (datagram, seq, self.session, self.feed)))
                 self.counters.delivered += 1
             else:
                 self._one(seq, datagram, retrans, now, acts)
@@ -265,7 +267,7 @@ class _Stream:
         while True:
             datagram = self.held.pop(self.next, None)
             if datagram is not None:
-                self.out.append(Deliver(datagram, self.next, self.session, self.feed))
+                self.out.append(_new(Deliver, (datagram, self.next, self.session, self.feed)))
                 self.counters.delivered += 1
                 self.next += 1
             elif self.gaps and self.gaps[0].lost is not None and self.gaps[0].first == self.next:

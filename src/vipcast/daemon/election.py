@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,9 @@ log = logging.getLogger("vipcast.election")
 quiet = QuietLogger(log)
 
 StateListener = Callable[[Transition], None]
+RelayListener = Callable[[bool], None]
+DrainHook = Callable[[], Awaitable[None]]
+HANDOVER_PRIORITY = 1  # a node that handed over stays below every peer
 
 
 @dataclass
@@ -63,10 +66,13 @@ class Election:
         self.bus = bus
         self.metrics = metrics
         self.listeners: list[StateListener] = []
+        self.relay_listeners: list[RelayListener] = []  # True: VIPs held, relay on
+        self.drain_hook: DrainHook | None = None
+        self._drain: asyncio.Task[None] | None = None
         self.rejected: Counter[str] = Counter()
         self.version = cfg.vip.addresses[0].version
         self.primary: IPAddress = cfg.node.address or interfaces.primary_address(
-            cfg.node.interface, self.version
+            cfg.node.interface, self.version, exclude=[a.ip for a in cfg.vip.addresses]
         )
         self.router = VirtualRouter(self._params(cfg))
         self.sock: VrrpSocket | None = None
@@ -118,9 +124,12 @@ class Election:
     async def stop(self) -> None:
         """Resign (priority-0 advert), release the VIPs, close everything."""
         try:
+            if self._drain is not None:
+                self._drain.cancel()
             self._apply(self.router.shutdown(self._loop.time()))
         finally:
             self.vips.remove()
+            self._tell_relay(False)
             self._close()
 
     def _close(self) -> None:
@@ -240,14 +249,61 @@ class Election:
             if isinstance(action, SendAdvert):
                 self._send(action)
             elif isinstance(action, AddVips):
-                self.vips.add()
+                self._hold_vips()
             elif isinstance(action, RemoveVips):
-                self.vips.remove()
+                self._release_vips(drain=action.drain)
             elif isinstance(action, Announce):
                 self._announce_burst()
             elif isinstance(action, Transition):
                 self._transitioned(action)
         self._rearm()
+
+    def _hold_vips(self) -> None:
+        if self._drain is not None:  # nobody took over during a handover: keep going
+            self._drain.cancel()
+            self._drain = None
+        self.vips.add()
+        self._tell_relay(True)
+
+    def _release_vips(self, *, drain: bool) -> None:
+        if drain:
+            self._drain = self._loop.create_task(self._drain_then_release())
+            return
+        self.vips.remove()
+        self._tell_relay(False)
+
+    def _tell_relay(self, active: bool) -> None:
+        for listener in self.relay_listeners:
+            listener(active)
+
+    async def _drain_then_release(self) -> None:
+        """Make-before-break: wait for the new master, let traffic move, then let go."""
+        interval = self.cfg.election.advert_interval
+        deadline = self._loop.time() + 3 * interval + 2.0
+        while self._loop.time() < deadline and not self._new_master_heard():
+            await asyncio.sleep(min(0.01, interval / 4))
+        if self.drain_hook is not None and self._new_master_heard():
+            await self.drain_hook()
+        if self.router.state is not State.MASTER:
+            self.vips.remove()
+            self._tell_relay(False)
+        self._drain = None
+
+    def _new_master_heard(self) -> bool:
+        master = self.router.current_master
+        return master is not None and master != self.primary
+
+    async def handover(self, timeout: float) -> str:
+        """Planned switchover from this master; returns who took over."""
+        if self.router.state is not State.MASTER:
+            raise RuntimeError(f"this node is {self.router.state.value}, not MASTER")
+        self._apply(self.router.handover(HANDOVER_PRIORITY, self._loop.time()))
+        drain = self._drain
+        if drain is not None:
+            await asyncio.wait_for(asyncio.shield(drain), timeout)
+        if not self._new_master_heard():
+            raise RuntimeError("no peer took over; this node stays master")
+        return f"handed over to {self.router.current_master}"
 
     def _rearm(self) -> None:
         at = self.router.next_timer()
@@ -357,6 +413,7 @@ class Election:
             "adverts_received": r.stats.adverts_received,
             "rejected": dict(self.rejected),
             "timer_lateness_max_ms": round(self.lateness_max * 1000, 3),
+            "handed_over": r.priority == HANDOVER_PRIORITY != self.cfg.election.priority,
         }
 
     def vips_present(self) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from vipcast import config
 from vipcast.config import Config
-from vipcast.core.vrrp.machine import State, Transition
+from vipcast.core.vrrp.machine import State
 from vipcast.daemon import sdnotify
 from vipcast.daemon.control import ControlServer
 from vipcast.daemon.dataplane.client import DataplaneClient
@@ -25,6 +25,7 @@ from vipcast.daemon.events import EventBus
 from vipcast.daemon.metrics import Metrics
 
 log = logging.getLogger("vipcast")
+HANDOVER_ON_STOP_TIMEOUT = 5.0
 
 
 class Node:
@@ -65,11 +66,8 @@ class Node:
             verbose=log.isEnabledFor(logging.DEBUG),
         )
         await self.dataplane.start()
-        self.election.listeners.append(self._on_transition)
-
-    def _on_transition(self, t: Transition) -> None:
-        if self.dataplane is not None:
-            self.dataplane.set_master(t.new is State.MASTER)
+        self.election.relay_listeners.append(self.dataplane.set_master)
+        self.election.drain_hook = self.dataplane.drain
 
     def _on_stats(self, stats: dict[str, Any]) -> None:
         """Turn the data plane's running totals into Prometheus counter increments."""
@@ -82,9 +80,11 @@ class Node:
                 self._feed_totals[(feed, name)] = total
 
     async def stop(self) -> None:
-        log.info("stopping: resigning and releasing the VIPs")
         sdnotify.notify("STOPPING=1")
         try:
+            if self.election.router.state is State.MASTER:
+                await self._hand_over_before_stopping()
+            log.info("stopping: resigning and releasing the VIPs")
             await self.election.stop()
         finally:
             if self.dataplane is not None:
@@ -136,8 +136,18 @@ class Node:
             for name, counters in stats.get("feeds", {}).items()
         } | ({"rejected_envelopes": stats["rejected"]} if stats.get("rejected") else {})
 
+    async def _hand_over_before_stopping(self) -> None:
+        """SIGTERM on the master: a planned handover first, so nothing is lost."""
+        try:
+            log.info("stopping: %s", await self.election.handover(HANDOVER_ON_STOP_TIMEOUT))
+        except (RuntimeError, TimeoutError) as e:
+            log.warning("handover before stopping incomplete: %s", e)
+
     async def _handover(self, request: dict[str, Any]) -> dict[str, Any]:
-        raise RuntimeError("planned handover is not available in this version")
+        wait = float(request.get("wait", 30.0))
+        message = await self.election.handover(wait)
+        self.bus.publish("handover", message)
+        return {"message": message}
 
 
 def _without_priority(cfg: Config) -> Any:

@@ -16,7 +16,9 @@ datagram, kept only by connected sockets or with IP_RECVERR) fails whatever
 message comes next and is then cleared, so that message is sent on the retry.
 The kernel does not say which errno stopped a call short; those stops are counted
 in ``MmsgSender.stops``. Our sockets are unconnected and leave IP_RECVERR off,
-so ICMP errors from a dead receiver never reach them at all.
+so ICMP errors from a dead receiver never reach them at all. ENOBUFS (a full
+device queue) fails one message, counted; EAGAIN (a full socket buffer) ends the
+send and the rest is reported as ``unsent``, for the caller to retry or drop.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ GSO_MAX_SEGMENTS: Final = 64  # UDP_MAX_SEGMENTS; newer kernels take 128
 MAX_DATAGRAM: Final = 65535
 _NAME_SIZE: Final = 128  # sizeof(struct sockaddr_storage)
 _CONTROL_SIZE: Final = 64  # one IP_PKTINFO or IPV6_PKTINFO control message, aligned
+_C_STRIDE: Final = _CONTROL_SIZE // 4
 _MAX_RETRIES: Final = 8  # EINTR and pending errors in a row before giving up a call
 _CACHE_LIMIT: Final = 4096
 
@@ -142,22 +145,23 @@ class _MMsgHdr(ctypes.Structure):
 _HDR_SIZE: Final = ctypes.sizeof(_MMsgHdr)
 _IOV_SIZE: Final = ctypes.sizeof(_IoVec)
 # 32-bit word indexes of the fields read after each call
-_W_NAMELEN: Final = _MsgHdr.msg_namelen.offset // 4
 _W_FLAGS: Final = _MsgHdr.msg_flags.offset // 4
 _W_LEN: Final = _MMsgHdr.msg_len.offset // 4
 _W_STRIDE: Final = _HDR_SIZE // 4
 # msg_controllen is a size_t, which is an unsigned long on Linux
 _N_CONTROLLEN: Final = _MsgHdr.msg_controllen.offset // ctypes.sizeof(ctypes.c_ulong)
 _N_STRIDE: Final = _HDR_SIZE // ctypes.sizeof(ctypes.c_ulong)
-# msg_name + msg_namelen, and iov_base + iov_len, written in one pack each
-_NAME_FIELDS: Final = struct.Struct("@PI")
-_IOV_FIELDS: Final = struct.Struct("@PN")
-assert _MsgHdr.msg_namelen.offset == struct.calcsize("@P")
-assert _IoVec.iov_len.offset == struct.calcsize("@P")
+# a sender writes msg_name, msg_namelen (words 0, 1) and iov_base, iov_len as words
+assert _MsgHdr.msg_name.offset == 0
+assert _MsgHdr.msg_namelen.offset == ctypes.sizeof(ctypes.c_ulong)
+assert ctypes.sizeof(_IoVec) == 2 * ctypes.sizeof(ctypes.c_ulong)
 
 # struct cmsghdr: length (size_t), level, type; data at CMSG_LEN(0)
 _CMSG: Final = struct.Struct("@Nii")
 _CMSG_ALIGN: Final = ctypes.sizeof(ctypes.c_size_t)
+# 32-bit word indexes of cmsg_level and cmsg_type, and words per control slot
+_C_LEVEL: Final = ctypes.sizeof(ctypes.c_size_t) // 4
+_C_TYPE: Final = _C_LEVEL + 1
 _SA_FAMILY: Final = struct.Struct("@H")
 _SA_IN: Final = struct.Struct("!H4s")  # after the family: port, address
 _SA_IN6: Final = struct.Struct("!HI16s")  # after the family: port, flow info, address
@@ -262,6 +266,8 @@ class MmsgReceiver:
         self._words = memoryview(self._header_bytes).cast("I")
         self._sizes = memoryview(self._header_bytes).cast("L")
         self._data_view, self._name_view = memoryview(self._data), memoryview(self._names)
+        self._control_view = memoryview(self._control)
+        self._control_words = self._control_view.cast("I")
         self._sources: dict[bytes, Address] = {}
         self._destinations: dict[bytes, Address] = {}
         self._port: int | None = None
@@ -305,7 +311,8 @@ class MmsgReceiver:
             if words[w + _W_FLAGS] & MSG_TRUNC:
                 self.truncated += 1
                 continue
-            key = names[i * _NAME_SIZE : i * _NAME_SIZE + key_size].tobytes()
+            n = i * _NAME_SIZE
+            key = names[n : n + key_size].tobytes()
             source = sources.get(key) or self._learn_source(key)
             if pktinfo:
                 destination = self._destination(i)
@@ -343,13 +350,17 @@ class MmsgReceiver:
 
     def _destination(self, i: int) -> Address | None:
         """Datagram ``i``'s destination, from its pktinfo control message."""
-        at = i * _CONTROL_SIZE
+        c = i * _C_STRIDE
+        words = self._control_words
         level, kind, offset, size = self._expected
-        _, got_level, got_kind = _CMSG.unpack_from(self._control, at)
-        length = self._sizes[i * _N_STRIDE + _N_CONTROLLEN]
-        if length < offset + size or got_level != level or got_kind != kind:
+        if (
+            words[c + _C_LEVEL] != level
+            or words[c + _C_TYPE] != kind
+            or self._sizes[i * _N_STRIDE + _N_CONTROLLEN] < offset + size
+        ):
             return self._destination_elsewhere(i)
-        key = bytes(self._control[at + offset : at + offset + size])
+        at = i * _CONTROL_SIZE + offset
+        key = self._control_view[at : at + size].tobytes()
         return self._destinations.get(key) or self._learn_destination(key)
 
     def _destination_elsewhere(self, i: int) -> Address | None:
@@ -469,51 +480,68 @@ class MmsgSender:
         self.stops = 0  # calls that ended before their last message (errno unknown)
         self._arena = bytearray(arena)
         self._arena_at = _address(self._arena)
-        self._header_bytes = bytearray(capacity * _HDR_SIZE)
-        self._headers = (_MMsgHdr * capacity).from_buffer(self._header_bytes)
-        self._iov_bytes = bytearray(capacity * _IOV_SIZE)
-        self._iovs = (_IoVec * capacity).from_buffer(self._iov_bytes)
+        header_bytes = bytearray(capacity * _HDR_SIZE)
+        self._headers = (_MMsgHdr * capacity).from_buffer(header_bytes)
+        self._iovs = (_IoVec * capacity)()
         for i in range(capacity):
             self._headers[i].msg_hdr.msg_iov = ctypes.addressof(self._iovs[i])
             self._headers[i].msg_hdr.msg_iovlen = 1
         self._headers_at = ctypes.addressof(self._headers)
+        # the fields written per message, as machine words: msg_name, msg_namelen,
+        # and iov_base, iov_len
+        self._header_words = memoryview(header_bytes).cast("L")
+        self._iov_words = memoryview(self._iovs).cast("B").cast("L")
         self._names: dict[Address, tuple[int, int]] = {}
         self._name_buffers: list[ctypes.Array[ctypes.c_char]] = []
 
     def send(self, messages: Iterable[tuple[Bytes, Address]]) -> SendResult:
         """Send each (payload, destination), in order, in as few calls as fit."""
         self._trim_names()
+        arena, arena_at, limit = self._arena, self._arena_at, len(self._arena)
+        headers, iovs, names = self._header_words, self._iov_words, self._names
         total, count, used = SendResult(), 0, 0
         for payload, destination in messages:
-            size = len(payload)
-            if count == self.capacity or used + size > len(self._arena):
+            end = used + len(payload)
+            if end - used > limit:
+                total += self._too_big()
+                continue
+            if count == self.capacity or end > limit:
                 total += self._flush(count)
-                count = used = 0
-            self._arena[used : used + size] = payload
-            self._set(count, used, size, destination)
-            count, used = count + 1, used + size
+                count, used, end = 0, 0, len(payload)
+            arena[used:end] = payload
+            h, v = count * _N_STRIDE, count * 2
+            headers[h], headers[h + 1] = names.get(destination) or self._learn_name(destination)
+            iovs[v], iovs[v + 1] = arena_at + used, end - used
+            count, used = count + 1, end
         return total + self._flush(count)
 
     def send_to_all(self, payload: Bytes, destinations: Sequence[Address]) -> SendResult:
         """Send one payload to every destination (copied once)."""
         self._trim_names()
         size = len(payload)
+        if size > len(self._arena):
+            self.errors[errno.EMSGSIZE] += len(destinations)
+            return SendResult(failed=len(destinations))
         self._arena[:size] = payload
+        headers, iovs, names = self._header_words, self._iov_words, self._names
         total, count = SendResult(), 0
         for destination in destinations:
             if count == self.capacity:
                 total += self._flush(count)
                 count = 0
-            self._set(count, 0, size, destination)
+            h, v = count * _N_STRIDE, count * 2
+            headers[h], headers[h + 1] = names.get(destination) or self._learn_name(destination)
+            iovs[v], iovs[v + 1] = self._arena_at, size
             count += 1
         return total + self._flush(count)
 
-    def _set(self, i: int, offset: int, size: int, destination: Address) -> None:
-        name = self._names.get(destination) or self._learn_name(destination)
-        _NAME_FIELDS.pack_into(self._header_bytes, i * _HDR_SIZE, *name)
-        _IOV_FIELDS.pack_into(self._iov_bytes, i * _IOV_SIZE, self._arena_at + offset, size)
+    def _too_big(self) -> SendResult:
+        """A payload larger than the arena: no UDP datagram is that large anyway."""
+        self.errors[errno.EMSGSIZE] += 1
+        return SendResult(failed=1)
 
     def _learn_name(self, destination: Address) -> tuple[int, int]:
+        """(msg_name, msg_namelen) for a destination, its sockaddr kept alive here."""
         raw = encode_sockaddr(self.sock.family, destination)
         buffer = ctypes.create_string_buffer(raw, len(raw))
         self._name_buffers.append(buffer)

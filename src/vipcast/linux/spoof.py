@@ -9,9 +9,13 @@ vipcast. What works on Linux, IPv4 and IPv6 alike (tested on 6.18):
   the datagram keeps its output route through loopback, so input routing's
   martian checks never run), the node's own addresses, the VIP. An IPv4 sender
   reaches an app bound to ``::`` through ``::ffff:127.0.0.1``.
-- Prefer loopback destinations: when no app listens on a LAN address, the kernel
-  sends ICMP port-unreachable to the original sender, off the node; from
-  127.0.0.1 or ::1 that ICMP is dropped as martian and stays on the node.
+- When no app listens, the kernel answers with an ICMP port unreachable addressed
+  to the original sender, which leaves the node. IPv4: only for LAN-address
+  destinations; from 127.0.0.1 the ICMP is dropped as martian, so prefer
+  loopback. IPv6: even from ::1 the ICMPv6 goes out (seen on 6.18). Both are
+  rate-limited per sender (net.ipv4.icmp_ratelimit, net.ipv6.icmp.ratelimit:
+  1 s); a firewall rule (``oifname != "lo" ip6 saddr ::1 drop``) stops the
+  IPv6 one.
 - One socket per sender (address, port), kept in a bounded LRU. A sender whose
   (address, port) a local socket holds (the sender runs on this node) cannot be
   bound (EADDRINUSE); neither can port 0. Those datagrams go out of a raw socket

@@ -59,7 +59,6 @@ DEFAULT_BUFFER: Final = 32 << 20  # 32 MiB: ~0.2 s of 100k datagrams/s of 1 KiB
 _IP_MREQN: Final = struct.Struct("=4s4si")
 # struct ipv6_mreq: group, interface index
 _IPV6_MREQ: Final = struct.Struct("=16sI")
-_INT: Final = struct.Struct("=i")
 
 
 class UdpSetupError(OSError):

@@ -93,6 +93,7 @@ class Event(enum.Enum):
     FAULT_CLEARED = "fault cleared"
     FAULT_CLEARED_AS_OWNER = "fault cleared, address owner"
     SHUTDOWN = "shutdown"
+    HANDOVER = "planned handover"
 
 
 # -- actions ------------------------------------------------------------------
@@ -113,7 +114,13 @@ class AddVips:
 
 @dataclass(frozen=True, slots=True)
 class RemoveVips:
-    """Remove the virtual addresses from the interface."""
+    """Remove the virtual addresses from the interface.
+
+    ``drain``: a planned handover; keep them (and keep relaying what still
+    arrives) until the new master is heard and traffic has moved to it.
+    """
+
+    drain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +311,19 @@ class VirtualRouter:
             return self._apply(_Input(Event.FAULT_CLEARED_AS_OWNER, now, "fault cleared"))
         return self._apply(_Input(Event.FAULT_CLEARED, now, "fault cleared"))
 
+    def handover(self, priority: int, now: float) -> list[Action]:
+        """Planned handover: a master resigns and stays backup at ``priority`` (below its peers).
+
+        Like shutdown it sends a priority-0 advert so a backup takes over after
+        Skew_Time, but it stays BACKUP, and its VIPs are released after a drain
+        (make-before-break). If nobody takes over, its down timer makes it master again.
+        """
+        _check_range("priority", priority, 1, OWNER_PRIORITY - 1)
+        if self._state is not State.MASTER:
+            return []
+        self._priority = priority
+        return self._apply(_Input(Event.HANDOVER, now, "planned handover"))
+
     def shutdown(self, now: float) -> list[Action]:
         """Stop for good; a master resigns (priority-0 advert) and removes the VIPs."""
         return self._apply(_Input(Event.SHUTDOWN, now, "shutdown"))
@@ -435,6 +455,12 @@ class VirtualRouter:
         """Send a priority-0 advert, then remove the VIPs."""
         return [self._send(0), RemoveVips()]
 
+    def _hand_over(self, inp: _Input) -> list[Action]:
+        """Send a priority-0 advert, wait for the new master, release the VIPs after a drain."""
+        self._master_interval_cs = self.params.advert_interval_cs
+        self._arm_down_timer(inp.now)
+        return [self._send(0), RemoveVips(drain=True)]
+
     def _observe(self, inp: _Input) -> list[Action]:
         """Note who is master; nothing else."""
         self._note_master(inp)
@@ -475,6 +501,7 @@ _RULES: Final[Mapping[State, Mapping[Event, Rule]]] = {
         Event.PRIORITY_CHANGED: Rule(State.MASTER, _R._advertise),
         Event.FAULT_SET: Rule(State.FAULT, _R._resign),
         Event.SHUTDOWN: Rule(State.STOPPED, _R._resign),
+        Event.HANDOVER: Rule(State.BACKUP, _R._hand_over),
     },
     State.FAULT: {
         Event.FAULT_CLEARED: Rule(State.BACKUP, _R._wait_for_master),

@@ -19,6 +19,7 @@ log = logging.getLogger("vipcast.dataplane")
 
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
+DRAIN_TIMEOUT = 3.0
 
 
 class DataplaneClient:
@@ -40,6 +41,7 @@ class DataplaneClient:
         self.stats: dict[str, Any] = {}
         self.master = False
         self._ready: asyncio.Event = asyncio.Event()
+        self._drained: asyncio.Event = asyncio.Event()
         self._stopping = False
 
     async def start(self) -> None:
@@ -77,6 +79,15 @@ class DataplaneClient:
         self.master = master
         self._send({"op": "master", "value": master})
 
+    async def drain(self) -> None:
+        """Until the relay has been idle a moment (traffic moved to the new master)."""
+        self._drained.clear()
+        self._send({"op": "drain"})
+        try:
+            await asyncio.wait_for(self._drained.wait(), DRAIN_TIMEOUT)
+        except TimeoutError:
+            log.warning("relay still busy after %.1fs of drain; releasing anyway", DRAIN_TIMEOUT)
+
     def _send(self, msg: dict[str, Any]) -> None:
         if self.sock is None:
             return
@@ -101,6 +112,8 @@ class DataplaneClient:
         op = msg.get("op")
         if op == "ready":
             self._ready.set()
+        elif op == "drained":
+            self._drained.set()
         elif op == "stats":
             self.stats = msg
             self.on_stats(msg)

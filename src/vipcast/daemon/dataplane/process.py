@@ -33,6 +33,9 @@ quiet = QuietLogger(log)
 
 STATS_INTERVAL = 0.5
 HEARTBEAT_TICK = 0.025
+DRAIN_TICK = 0.01
+DRAIN_QUIET_TICKS = 3  # a relay with nothing new for this many ticks is drained
+END_REPEATS = (0.005, 0.02)  # END_OF_SESSION is sent again after these delays: it closes a merge
 
 
 class Dataplane:
@@ -139,10 +142,40 @@ class Dataplane:
                 relay.start(session)
             self.emit("relay", f"relaying under session {session}", session=session)
         else:
-            ends = [e for r in self.relays.values() if (e := r.stop()) is not None]
+            for relay in self.relays.values():
+                relay.on_readable()  # whatever is still queued goes out first
+            successor = self.receiver.highest_session
+            ends = [
+                e
+                for r in self.relays.values()
+                if (e := r.stop(successor if successor > r.session else 0)) is not None
+            ]
             if ends:
-                self.fanout.send(ends)
+                self._send_ends(ends)
             self.emit("relay", "relaying stopped (end of session sent)")
+
+    def _send_ends(self, ends: list[bytes]) -> None:
+        def again() -> None:
+            self.fanout.send(ends)
+
+        again()
+        for delay in END_REPEATS:
+            self.loop.call_later(delay, again)
+
+    def drain(self) -> None:
+        """Report "drained" once no relay has received anything for a few ticks."""
+        state = {"last": -1, "quiet": 0}
+
+        def tick() -> None:
+            total = sum(s.relayed for s in self.stats.values())
+            state["quiet"] = state["quiet"] + 1 if total == state["last"] else 0
+            state["last"] = total
+            if state["quiet"] >= DRAIN_QUIET_TICKS or not self.master:
+                self._send({"op": "drained"})
+            else:
+                self.loop.call_later(DRAIN_TICK, tick)
+
+        tick()
 
     # --- control channel ------------------------------------------------------------
 
@@ -158,6 +191,8 @@ class Dataplane:
         msg = json.loads(data)
         if msg.get("op") == "master":
             self.set_master(bool(msg["value"]))
+        elif msg.get("op") == "drain":
+            self.drain()
         elif msg.get("op") == "stop":
             self.set_master(False)
             self.loop.stop()

@@ -42,7 +42,12 @@ class ClusterReceiver:
         self.sock = self._open(cluster, interface)
         self.receiver = make_receiver(self.sock, batch=128)
         self.nack_sender = make_sender(self.sock, capacity=16, arena=1 << 16)
-        self.sequencer = seq.Sequencer()
+        self.sequencer = seq.Sequencer(
+            seq.SequencerConfig(
+                window=cluster.reorder_window,
+                takeover_grace_ns=int(cluster.takeover_grace * 1e9),
+            )
+        )
         self.members = self._members(cluster, interface)
         self.relays: dict[tuple[int, int], Endpoint] = {}  # (feed, session) -> relay address
         self.rejected: dict[str, int] = {}

@@ -93,6 +93,7 @@ class FeedRelay:
         )
         self.limiter = NackLimiter()
         self.framer: env.DataFramer | None = None
+        self.ended: env.DataFramer | None = None  # the session last relayed, kept for NACKs
         self.next_seq = 1
         self.last_sent = 0.0
 
@@ -109,6 +110,7 @@ class FeedRelay:
         self.framer = env.DataFramer(self.feed.feed_id, self.node_id, session, key=self.key)
         self.next_seq = 1
         self.buffer.clear()
+        self.ended = None
         self.last_sent = time.monotonic()
 
     def stop(self, next_session: int = 0) -> bytes | None:
@@ -118,7 +120,7 @@ class FeedRelay:
         end = env.EndOfSession(
             self.feed.feed_id, self.node_id, self.framer.session, self.next_seq - 1, next_session
         )
-        self.framer = None
+        self.ended, self.framer = self.framer, None  # still serves NACKs for its tail
         return env.encode_end_of_session(end, key=self.key)
 
     # --- the hot path -----------------------------------------------------------
@@ -190,7 +192,8 @@ class FeedRelay:
 
     def serve_nack(self, nack: env.Nack, peer: Endpoint) -> list[bytes]:
         """The envelopes that answer a receiver's NACK (resent DATA and UNAVAILABLE)."""
-        if self.framer is None or nack.session != self.framer.session:
+        framer = self.framer or self.ended
+        if framer is None or nack.session != framer.session:
             return [
                 self._unavailable(
                     nack.session, nack.first_seq, nack.count, env.UnavailableReason.UNKNOWN_SESSION
@@ -201,18 +204,17 @@ class FeedRelay:
         if granted == 0:
             return []
         served = self.buffer.get_range(nack.first_seq, granted, now)
-        replies = self._resend(served.first, list(served.records))
+        replies = self._resend(framer, served.first, list(served.records))
         for first, count, reason in served.unavailable:
             self.stats.unavailable += count
-            replies.append(self._unavailable(self.framer.session, first, count, reason))
+            replies.append(self._unavailable(framer.session, first, count, reason))
         return replies
 
-    def _resend(self, first: int, records: list[bytes]) -> list[bytes]:
-        assert self.framer is not None
+    def _resend(self, framer: env.DataFramer, first: int, records: list[bytes]) -> list[bytes]:
         out, seq = [], first
         for count in env.plan_batches([len(r) for r in records], self.budget, auth=bool(self.key)):
             chunk = records[seq - first : seq - first + count]
-            out.append(self.framer.frame(seq, chunk, retransmission=True))
+            out.append(framer.frame(seq, chunk, retransmission=True))
             seq += count
         self.stats.retransmitted += len(records)
         return out
