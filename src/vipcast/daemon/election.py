@@ -68,6 +68,8 @@ class Election:
         self.listeners: list[StateListener] = []
         self.relay_listeners: list[RelayListener] = []  # True: VIPs held, relay on
         self.drain_hook: DrainHook | None = None
+        self.faults: dict[str, str] = {}  # what keeps the node in FAULT, by source
+        self.handed_over = False
         self._drain: asyncio.Task[None] | None = None
         self.rejected: Counter[str] = Counter()
         self.version = cfg.vip.addresses[0].version
@@ -115,11 +117,9 @@ class Election:
         self.watcher = NetlinkWatcher(ifname, self.cfg.vip.addresses)
         self._loop.add_reader(self.sock.fileno(), self._on_adverts)
         self._loop.add_reader(self.watcher.fileno(), self._on_netlink)
-        if not interfaces.link_is_up(ifname):
-            self._apply(self.router.start(self._loop.time()))
-            self._apply(self.router.set_fault("link down at start", self._loop.time()))
-            return
         self._apply(self.router.start(self._loop.time()))
+        if not interfaces.link_is_up(ifname):
+            self.add_fault("link", f"link {ifname} down at start")
 
     async def stop(self) -> None:
         """Resign (priority-0 advert), release the VIPs, close everything."""
@@ -205,11 +205,10 @@ class Election:
     def _on_netlink(self) -> None:
         assert self.watcher is not None
         for event in self.watcher.read_events():
-            now = self._loop.time()
             if isinstance(event, LinkDown):
-                self._apply(self.router.set_fault(f"link {event.ifname} down", now))
+                self.add_fault("link", f"link {event.ifname} down")
             elif isinstance(event, LinkUp):
-                self._apply(self.router.clear_fault(now))
+                self.remove_fault("link")
             elif isinstance(event, VipRemoved) and self.router.state is State.MASTER:
                 self._restore_vip(event)
 
@@ -233,14 +232,27 @@ class Election:
     # --- health and operator inputs -----------------------------------------------
 
     def set_priority(self, priority: int) -> None:
+        """The priority health tracking wants; a node that handed over stays at the bottom."""
+        if self.handed_over:
+            priority = HANDOVER_PRIORITY
         if priority != self.router.priority:
             self._apply(self.router.set_priority(priority, self._loop.time()))
 
-    def set_fault(self, reason: str) -> None:
-        self._apply(self.router.set_fault(reason, self._loop.time()))
+    def restore_priority(self, priority: int) -> None:
+        """Undo a handover (config reload): take part in elections normally again."""
+        self.handed_over = False
+        self.set_priority(priority)
 
-    def clear_fault(self) -> None:
-        self._apply(self.router.clear_fault(self._loop.time()))
+    def add_fault(self, source: str, reason: str) -> None:
+        """FAULT while any source (link, a track, a role) says so."""
+        first = not self.faults
+        self.faults[source] = reason
+        if first:
+            self._apply(self.router.set_fault(reason, self._loop.time()))
+
+    def remove_fault(self, source: str) -> None:
+        if self.faults.pop(source, None) is not None and not self.faults:
+            self._apply(self.router.clear_fault(self._loop.time()))
 
     # --- outputs -------------------------------------------------------------------
 
@@ -297,6 +309,7 @@ class Election:
         """Planned switchover from this master; returns who took over."""
         if self.router.state is not State.MASTER:
             raise RuntimeError(f"this node is {self.router.state.value}, not MASTER")
+        self.handed_over = True
         self._apply(self.router.handover(HANDOVER_PRIORITY, self._loop.time()))
         drain = self._drain
         if drain is not None:
@@ -413,7 +426,8 @@ class Election:
             "adverts_received": r.stats.adverts_received,
             "rejected": dict(self.rejected),
             "timer_lateness_max_ms": round(self.lateness_max * 1000, 3),
-            "handed_over": r.priority == HANDOVER_PRIORITY != self.cfg.election.priority,
+            "handed_over": self.handed_over,
+            "faults": dict(self.faults),
         }
 
     def vips_present(self) -> bool:

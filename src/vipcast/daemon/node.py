@@ -16,13 +16,15 @@ from typing import Any
 
 from vipcast import config
 from vipcast.config import Config
-from vipcast.core.vrrp.machine import State
+from vipcast.core.vrrp.machine import State, Transition
 from vipcast.daemon import sdnotify
 from vipcast.daemon.control import ControlServer
 from vipcast.daemon.dataplane.client import DataplaneClient
 from vipcast.daemon.election import Election
 from vipcast.daemon.events import EventBus
+from vipcast.daemon.health import Health
 from vipcast.daemon.metrics import Metrics
+from vipcast.daemon.roles import CRITICAL_COOLDOWN, Roles, run_notify
 
 log = logging.getLogger("vipcast")
 HANDOVER_ON_STOP_TIMEOUT = 5.0
@@ -43,6 +45,10 @@ class Node:
         self.stopping = asyncio.Event()
         self.dataplane: DataplaneClient | None = None
         self._feed_totals: dict[tuple[str, str], int] = {}
+        self.health = Health(cfg.tracks, self._health_changed)
+        self.roles = Roles(cfg.roles, self._critical_role_failed)
+        self._background: set[asyncio.Task[None]] = set()
+        self.election.listeners.append(self._on_transition)
 
     async def start(self) -> None:
         await self.control.start()
@@ -51,7 +57,45 @@ class Node:
         if self.cfg.feeds:
             await self._start_dataplane()
         await self.election.start()
+        self.health.start()
         self.bus.publish("started", f"node {self.cfg.node.name} started")
+
+    # --- transitions, health, roles -----------------------------------------------
+
+    def _on_transition(self, t: Transition) -> None:
+        env = {
+            "VIPCAST_STATE": t.new.value,
+            "VIPCAST_NODE": self.cfg.node.name,
+            "VIPCAST_REASON": t.reason,
+        }
+        self._spawn(self.roles.transition(t.new.value, env))
+        if self.cfg.notify:
+            self._spawn(run_notify(self.cfg.notify, t.new.value, t.reason, self.cfg.notify_timeout))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _health_changed(self) -> None:
+        base = self.cfg.election.priority
+        if base < 255:
+            self.election.set_priority(max(1, min(254, base + self.health.priority_delta())))
+        failing = {
+            f"track:{t.cfg.name}": self.health.describe(t) for t in self.health.tracks if t.faults
+        }
+        for source in [s for s in self.election.faults if s.startswith("track:")]:
+            if source not in failing:
+                self.election.remove_fault(source)
+        for source, reason in failing.items():
+            self.election.add_fault(source, reason)
+        self.bus.publish("health", "health changed", tracks=self.health.status())
+
+    def _critical_role_failed(self, reason: str) -> None:
+        log.error("%s: FAULT for %.0fs so the peer takes over", reason, CRITICAL_COOLDOWN)
+        self.bus.publish("role", reason)
+        self.election.add_fault("role", reason)
+        asyncio.get_running_loop().call_later(CRITICAL_COOLDOWN, self.election.remove_fault, "role")
 
     async def _start_dataplane(self) -> None:
         if self.config_path is None:
@@ -82,10 +126,12 @@ class Node:
     async def stop(self) -> None:
         sdnotify.notify("STOPPING=1")
         try:
+            await self.health.stop()
             if self.election.router.state is State.MASTER:
                 await self._hand_over_before_stopping()
             log.info("stopping: resigning and releasing the VIPs")
             await self.election.stop()
+            await self.roles.stop()
         finally:
             if self.dataplane is not None:
                 await self.dataplane.stop()
@@ -113,7 +159,7 @@ class Node:
             new = replace(new, node=old.node, vip=old.vip, election=election)
         self.cfg = new
         self.election.cfg = new
-        self.election.set_priority(new.election.priority)
+        self.election.restore_priority(new.election.priority)
         self.bus.publish("reloaded", "configuration reloaded")
         log.info("configuration reloaded")
 
@@ -124,6 +170,8 @@ class Node:
                 "interface": self.cfg.node.interface,
                 **self.election.status(),
                 "feeds": self._feed_status(),
+                "roles": self.roles.status(),
+                "tracks": self.health.status(),
             }
         }
 

@@ -1,0 +1,382 @@
+"""Relay throughput: vipcast against a plain Python recvfrom/sendto relay, in a namespace site.
+
+    sudo .venv/bin/python bench/relay.py [--quick] [--rates 10000,50000] [--seconds 3]
+
+The standard site (remote centre, router, switch, node1, node2). The remote centre
+sends 64-byte datagrams to VIP:8600 at a series of rates, each for a fixed time
+(``relay_peers.py send``: its own process, paced, UDP GSO). On each node an
+unchanged app (``relay_peers.py app``, its own process) counts what reaches
+UDP port 9600. Two relays are measured in turn, on the same site:
+
+* plain: the samplicator model in Python (one ``recvfrom``, one ``sendto`` per
+  receiver) on node1, which is given the VIP by hand; copies go to 127.0.0.1:9600
+  and to node2's LAN address.
+* vipcast: ``vipcast run`` on both nodes (node1 master), multicast envelopes on the
+  LAN, payload delivery to 127.0.0.1:9600 on each node.
+
+Per rate: the rate the sender achieved, datagrams delivered at each node (loss %),
+CPU per datagram of the relay processes (utime + stime from /proc/PID/stat: for
+vipcast, the data-plane processes of both nodes; the main processes only elect),
+and the kernel's drop counts per socket (/proc/PID/net/udp). At the first rate the
+sender stamps each datagram with CLOCK_MONOTONIC (one clock for all namespaces)
+and the app on node1 computes receive - send; a direct path (remote -> app on
+node1's own address, no relay) measured the same way is subtracted to give the
+latency each relay adds. The headline is the highest rate delivered without loss
+to both apps.
+
+Bounded: a fixed list of steps of fixed length; every process stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from tests.lab.nodes import VipcastNode, start_node  # noqa: E402
+from vipcast.lab.netns import NETNS_DIR  # noqa: E402
+from vipcast.lab.site import VIP, Host, Lab, Site, build_site, node_address  # noqa: E402
+
+PEERS = str(Path(__file__).resolve().parent / "relay_peers.py")
+RATES = (10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 120_000)
+QUICK_RATES = (10_000, 40_000, 80_000, 100_000)
+RELAY_PORT, APP_PORT = 8600, 9600
+GROUP = "239.255.86.1:8601"
+SETTLE = 0.8  # seconds after a step before counting (queues drain, gaps are recovered)
+TICKS = 100  # clock ticks per second of /proc/PID/stat (USER_HZ)
+
+
+# ---------------------------------------------------------------- processes in namespaces
+
+
+class Peer:
+    """A ``relay_peers.py`` role in a host's namespace, spoken to over stdin/stdout."""
+
+    def __init__(self, host: Host, args: Sequence[str]) -> None:
+        self.host = host
+        self.popen = subprocess.Popen(
+            ["nsenter", f"--net={NETNS_DIR / host.ns}", "--", sys.executable, PEERS, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def line(self, timeout: float = 30) -> dict[str, Any]:
+        """The next JSON line it prints."""
+        stdout = self._pipe(self.popen.stdout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = stdout.readline()
+            if text:
+                return dict(json.loads(text))
+            if self.popen.poll() is not None:
+                break
+        raise RuntimeError(f"{self.host.name}: peer gave no answer ({self.popen.args})")
+
+    def ask(self, command: str) -> dict[str, Any]:
+        stdin = self._pipe(self.popen.stdin)
+        stdin.write(command + "\n")
+        stdin.flush()
+        return self.line()
+
+    @staticmethod
+    def _pipe(pipe: IO[str] | None) -> IO[str]:
+        assert pipe is not None
+        return pipe
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(3)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def send(site: Site, dst: str, rate: int, seconds: float, step: int, *, latency: bool) -> float:
+    """Run the sender in the remote centre; returns the rate it achieved."""
+    args = ["send", "--dst", dst, "--rate", str(rate), "--seconds", str(seconds)]
+    args += ["--step", str(step)] + (["--latency"] if latency else [])
+    sender = Peer(site.remote, args)
+    try:
+        result = sender.line(timeout=seconds + 10)
+    finally:
+        sender.stop()
+    return float(result["rate"])
+
+
+# ---------------------------------------------------------------- /proc readings
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of the processes, in seconds."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    return total / TICKS
+
+
+def socket_drops(pid: int) -> dict[int, int]:
+    """Datagrams the kernel dropped per local UDP port, in the namespace of ``pid``."""
+    drops: dict[int, int] = {}
+    for line in Path(f"/proc/{pid}/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        port = int(fields[1].split(":")[1], 16)
+        drops[port] = drops.get(port, 0) + int(fields[-1])
+    return drops
+
+
+def dataplane_pids(node: VipcastNode) -> list[int]:
+    """The data-plane children of a ``vipcast run`` process."""
+    found = []
+    for task in Path(f"/proc/{node.proc.pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"vipcast.daemon.dataplane" in cmdline:
+                found.append(int(child))
+    if not found:
+        raise RuntimeError(f"node{node.index}: no data-plane process")
+    return found
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Step:
+    rate: int
+    achieved: float = 0.0
+    sent: int = 0
+    delivered: list[int] = field(default_factory=list)
+    repeats: list[int] = field(default_factory=list)
+    cpu: float = 0.0  # seconds, relay processes
+    drops: dict[str, int] = field(default_factory=dict)
+    latency: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def lossless(self) -> bool:
+        return all(d >= self.sent for d in self.delivered) and not any(self.repeats)
+
+    def loss(self, i: int) -> float:
+        return 100.0 * (self.sent - self.delivered[i]) / self.sent if self.sent else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu / self.sent * 1e6 if self.sent else 0.0
+
+
+@dataclass
+class Bench:
+    site: Site
+    apps: list[Peer]
+    seconds: float
+    step_ids: Iterator[int]
+
+    def measure(
+        self, dst: str, rate: int, relay_pids: Sequence[int], *, latency: bool = False
+    ) -> Step:
+        step_id = next(self.step_ids)
+        before = self._drops()
+        cpu0 = cpu_seconds(relay_pids)
+        achieved = send(self.site, dst, rate, self.seconds, step_id, latency=latency)
+        time.sleep(SETTLE)
+        cpu = cpu_seconds(relay_pids) - cpu0
+        reports = [app.ask(f"report {step_id}") for app in self.apps]
+        after = self._drops()
+        step = Step(rate, achieved, int(rate * self.seconds))
+        step.delivered = [int(r["received"]) for r in reports]
+        step.repeats = [int(r["repeats"]) for r in reports]
+        step.cpu = cpu
+        step.drops = {k: v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}
+        step.latency = dict(reports[0].get("latency_us", {}))
+        return step
+
+    def _drops(self) -> dict[str, int]:
+        out = {}
+        for i, app in enumerate(self.apps, 1):
+            for port, n in socket_drops(app.pid).items():
+                out[f"node{i}:{port}"] = n
+        return out
+
+    def series(self, dst: str, rates: Sequence[int], pids: Sequence[int], name: str) -> list[Step]:
+        steps = []
+        for i, rate in enumerate(rates):
+            step = self.measure(dst, rate, pids, latency=i == 0)
+            steps.append(step)
+            print(f"  {name:8} {progress(step)}", flush=True)
+        return steps
+
+
+def progress(step: Step) -> str:
+    delivered = " ".join(f"{d:>8}" for d in step.delivered)
+    drops = " ".join(f"{k}={v}" for k, v in sorted(step.drops.items()))
+    lat = f" p99 {step.latency['p99']:.0f} us" if step.latency else ""
+    return (
+        f"{step.rate:>7}/s sent {step.achieved:>9,.0f}/s delivered {delivered} of {step.sent}"
+        f"  cpu {step.cpu_us:5.1f} us/dgram{lat}  {drops}"
+    )
+
+
+def plain_relay(bench: Bench, rates: Sequence[int]) -> list[Step]:
+    """The reference: the samplicator model on node1, which holds the VIP by hand."""
+    node1 = bench.site.nodes[0]
+    node1.add_address("eth0", f"{VIP}/24")
+    to = [f"127.0.0.1:{APP_PORT}", f"{node_address(2)}:{APP_PORT}"]
+    args = ["plain", "--listen", f"{VIP}:{RELAY_PORT}"]
+    relay = Peer(node1, args + [a for t in to for a in ("--to", t)])
+    try:
+        relay.line()
+        warm_up(bench, f"{VIP}:{RELAY_PORT}")
+        return bench.series(f"{VIP}:{RELAY_PORT}", rates, [relay.pid], "plain")
+    finally:
+        relay.stop()
+        with node1.ipr() as ipr:
+            ipr.addr("del", index=node1.ifindex("eth0"), address=VIP, prefixlen=24)
+
+
+def vipcast_relay(bench: Bench, rates: Sequence[int]) -> list[Step]:
+    site = bench.site
+    feeds = [
+        {"name": "bench", "port": RELAY_PORT, "deliver": [f"127.0.0.1:{APP_PORT}"]},
+    ]
+    cluster = {"group": GROUP}
+    n1 = start_node(site, 1, election={"priority": 150}, cluster=cluster, feeds=feeds)
+    n2 = start_node(site, 2, cluster=cluster, feeds=feeds)
+    n1.wait_state("MASTER")
+    n2.wait_state("BACKUP")
+    pids = dataplane_pids(n1) + dataplane_pids(n2)
+    warm_up(bench, f"{VIP}:{RELAY_PORT}")
+    before = [n.status()["feeds"]["bench"] for n in (n1, n2)]
+    steps = bench.series(f"{VIP}:{RELAY_PORT}", rates, pids, "vipcast")
+    after = [n.status()["feeds"]["bench"] for n in (n1, n2)]
+    for i, (b, a) in enumerate(zip(before, after, strict=True), 1):
+        moved = {k: a[k] - b[k] for k in a if k != "session" and a[k] != b[k]}
+        print(f"  vipcast node{i} counters over the series: {moved}")
+    return steps
+
+
+def warm_up(bench: Bench, dst: str) -> None:
+    """A short burst first: ARP resolved, sockets and sequencers past their first datagram."""
+    send(bench.site, dst, 2000, 0.5, next(bench.step_ids), latency=False)
+    time.sleep(0.3)
+
+
+# ---------------------------------------------------------------- report
+
+
+def headline(steps: Sequence[Step]) -> int:
+    best = 0
+    for step in steps:
+        if step.lossless:
+            best = max(best, step.rate)
+    return best
+
+
+def table(vip: Sequence[Step], plain: Sequence[Step]) -> str:
+    rows = [
+        "| rate/s | sent/s | vipcast node1 | vipcast node2 | vipcast loss % "
+        "| vipcast CPU us/dgram | plain node1 | plain node2 | plain loss % "
+        "| plain CPU us/dgram | delivered v/p | CPU v/p |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v, p in zip(vip, plain, strict=True):
+        worst_v = max(v.loss(0), v.loss(1))
+        worst_p = max(p.loss(0), p.loss(1))
+        ratio = min(v.delivered) / min(p.delivered) if min(p.delivered) else 0.0
+        cpu_ratio = v.cpu_us / p.cpu_us if p.cpu_us else 0.0
+        rows.append(
+            f"| {v.rate:,} | {min(v.achieved, p.achieved):,.0f} "
+            f"| {v.delivered[0]:,} | {v.delivered[1]:,} | {worst_v:.2f} | {v.cpu_us:.1f} "
+            f"| {p.delivered[0]:,} | {p.delivered[1]:,} | {worst_p:.2f} | {p.cpu_us:.1f} "
+            f"| {ratio:.2f} | {cpu_ratio:.2f} |"
+        )
+    return "\n".join(rows)
+
+
+def latency_lines(direct: Step, vip: Step, plain: Step) -> str:
+    lines = [
+        f"latency at {direct.rate:,}/s (us, receive - send at the app on node1):",
+        f"  {'path':8} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>7} {'max':>7} {'added p50':>10}"
+        f" {'added p99':>10}",
+    ]
+    for name, step in (("direct", direct), ("vipcast", vip), ("plain", plain)):
+        lat = step.latency
+        added50 = lat["p50"] - direct.latency["p50"]
+        added99 = lat["p99"] - direct.latency["p99"]
+        lines.append(
+            f"  {name:8} {lat['p50']:7.0f} {lat['p90']:7.0f} {lat['p99']:7.0f} "
+            f"{lat['p999']:7.0f} {lat['max']:7.0f} {added50:10.0f} {added99:10.0f}"
+        )
+    return "\n".join(lines)
+
+
+def report(direct: Sequence[Step], vip: Sequence[Step], plain: Sequence[Step]) -> None:
+    print()
+    print(table(vip, plain))
+    print()
+    print(latency_lines(direct[0], vip[0], plain[0]))
+    hv, hp = headline(vip), headline(plain)
+    print()
+    print(f"highest rate delivered without loss to both apps: vipcast {hv:,}/s, plain {hp:,}/s", end="")
+    print(f" (x{hv / hp:.2f})" if hp else "")
+
+
+# ---------------------------------------------------------------- main
+
+
+@contextlib.contextmanager
+def apps_on(site: Site) -> Iterator[list[Peer]]:
+    apps = [Peer(node, ["app", "--port", str(APP_PORT)]) for node in site.nodes]
+    try:
+        for app in apps:
+            app.line()
+        yield apps
+    finally:
+        for app in apps:
+            app.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"rates {QUICK_RATES}, 1 s each")
+    parser.add_argument("--rates", help="comma-separated datagrams/s (first: latency)")
+    parser.add_argument("--seconds", type=float, help="length of each step (default 3)")
+    parser.add_argument("--only", choices=("vipcast", "plain"), help="measure one relay")
+    args = parser.parse_args(argv)
+    rates = [int(r) for r in args.rates.split(",")] if args.rates else None
+    rates = rates or list(QUICK_RATES if args.quick else RATES)
+    seconds = args.seconds or (1.0 if args.quick else 3.0)
+    print(f"rates {rates}, {seconds} s each, 64-byte datagrams", flush=True)
+    with Lab() as lab:
+        site = build_site(lab)
+        with apps_on(site) as apps:
+            bench = Bench(site, apps, seconds, iter(range(1, 1 << 16)))
+            direct_dst = f"{node_address(1)}:{APP_PORT}"
+            warm_up(bench, direct_dst)
+            direct = bench.series(direct_dst, rates[:1], [], "direct")
+            plain = [] if args.only == "vipcast" else plain_relay(bench, rates)
+            vip = [] if args.only == "plain" else vipcast_relay(bench, rates)
+            if plain and vip:
+                report(direct, vip, plain)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
