@@ -74,12 +74,17 @@ def node_sections(site: Site, i: int, **overrides: dict[str, Any]) -> dict[str, 
 
 
 def start_node(
-    site: Site, i: int, *, feeds: Sequence[dict[str, Any]] = (), **overrides: dict[str, Any]
+    site: Site,
+    i: int,
+    *,
+    feeds: Sequence[dict[str, Any]] = (),
+    extra: str = "",
+    **overrides: dict[str, Any],
 ) -> VipcastNode:
-    """Write node ``i``'s config and run ``vipcast run`` in its namespace."""
+    """Write node ``i``'s config (plus ``extra`` TOML) and run ``vipcast run`` in its namespace."""
     sections = node_sections(site, i, **overrides)
     path = site.lab.workdir / f"node{i}-{len(site.lab.processes)}.toml"
-    path.write_text(render_config(sections, list(feeds)))
+    path.write_text(extra + render_config(sections, list(feeds)))
     proc = site.nodes[i - 1].spawn(
         [sys.executable, "-m", "vipcast", "run", "--config", str(path)], name="vipcast"
     )
