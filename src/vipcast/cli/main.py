@@ -58,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PermissionError as e:
         log.error("%s", e)
         return EXIT_PRIVILEGE
+    except LookupError as e:  # an interface or address that is not there
+        log.error("%s", e.args[0] if e.args else e)
+        return EXIT_CONFIG
+    except (OSError, RuntimeError) as e:
+        log.error("%s", e)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 
