@@ -203,3 +203,23 @@ def test_unknown_unicast_source_is_rejected(site: Site) -> None:
         what="unknown unicast source counted",
     )
     assert n1.state() == "MASTER"
+
+
+def test_sighup_with_unchanged_settings_causes_no_flap(site: Site) -> None:
+    n1, n2 = pair(site)
+    before = n1.status()["last_transition"]
+    n1.proc.signal(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in n1.proc.output(), 5, what="reload logged")
+    assert n1.status()["last_transition"] == before
+    assert n1.state() == "MASTER"
+    assert n2.state() == "BACKUP"
+
+
+def test_sighup_applies_a_new_priority(site: Site) -> None:
+    n1, n2 = pair(site)
+    text = n2.config.read_text().replace("priority = 100", "priority = 200")
+    n2.config.write_text(text)
+    n2.proc.signal(signal.SIGHUP)
+    n2.wait_state("MASTER", 5)  # preempts with its new priority
+    n1.wait_state("BACKUP", 5)
+    assert n2.status()["priority"] == 200

@@ -87,6 +87,7 @@ class Election:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresh: asyncio.Task[None] | None = None
         self.lateness_max = 0.0
+        self.last_transition_wall = 0.0
 
     def _params(self, cfg: Config) -> RouterParams:
         e = cfg.election
@@ -346,6 +347,7 @@ class Election:
                 self.metrics.adverts_sent.inc()
 
     def _transitioned(self, t: Transition) -> None:
+        self.last_transition_wall = time.time()
         log.info("%s -> %s (%s)", t.old.value, t.new.value, t.reason)
         self.metrics.transitions.labels(t.old.value, t.new.value).inc()
         self.metrics.set_state(t.new.value)
@@ -420,7 +422,7 @@ class Election:
                 "old": last.old.value,
                 "new": last.new.value,
                 "reason": last.reason,
-                "time": time.time() - (self._loop.time() - last.now),
+                "time": self.last_transition_wall,
             },
             "adverts_sent": r.stats.adverts_sent,
             "adverts_received": r.stats.adverts_received,

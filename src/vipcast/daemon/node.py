@@ -148,20 +148,17 @@ class Node:
         self._apply_reload(new)
 
     def _apply_reload(self, new: Config) -> None:
+        """Apply what can change live (the priority); name what needs a restart."""
         old = self.cfg
-        fixed = (old.node, old.vip, _without_priority(old))
-        if fixed != (new.node, new.vip, _without_priority(new)):
-            log.warning(
-                "reload: node, vip and election settings other than priority need a restart; "
-                "kept the running ones"
-            )
-            election = replace(old.election, priority=new.election.priority)
-            new = replace(new, node=old.node, vip=old.vip, election=election)
-        self.cfg = new
-        self.election.cfg = new
+        live = replace(new, election=replace(new.election, priority=old.election.priority))
+        if live != old:
+            changed = [f for f in old.__dataclass_fields__ if getattr(old, f) != getattr(live, f)]
+            log.warning("reload: %s changed; restart vipcast to apply", ", ".join(changed))
+        self.cfg = replace(old, election=replace(old.election, priority=new.election.priority))
+        self.election.cfg = self.cfg
         self.election.restore_priority(new.election.priority)
         self.bus.publish("reloaded", "configuration reloaded")
-        log.info("configuration reloaded")
+        log.info("configuration reloaded (priority %d)", new.election.priority)
 
     async def _status(self, request: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -196,11 +193,6 @@ class Node:
         message = await self.election.handover(wait)
         self.bus.publish("handover", message)
         return {"message": message}
-
-
-def _without_priority(cfg: Config) -> Any:
-    e = cfg.election
-    return (e.vrid, e.advert_interval, e.preempt, e.preempt_delay, e.unicast_peers, e.checksum)
 
 
 async def serve(cfg: Config, config_path: Path | None = None) -> int:
