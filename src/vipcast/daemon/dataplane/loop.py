@@ -56,6 +56,8 @@ class Loop:
         self.running = True
         while self.running:
             timeout = self._run_due_timers()
+            if not self.running:  # a timer stopped the loop: do not wait for more
+                break
             for fd, _ in self._epoll.poll(timeout):
                 callback = self._readers.get(fd)
                 if callback is not None:
