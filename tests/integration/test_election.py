@@ -223,3 +223,26 @@ def test_sighup_applies_a_new_priority(site: Site) -> None:
     n2.wait_state("MASTER", 5)  # preempts with its new priority
     n1.wait_state("BACKUP", 5)
     assert n2.status()["priority"] == 200
+
+
+def test_sigterm_on_a_lone_master_still_releases_the_vip(site: Site) -> None:
+    n1 = start_node(site, 1, election={"priority": 150})
+    n1.wait_state("MASTER")
+    n1.proc.signal(signal.SIGTERM)  # its handover finds nobody; it must stop cleanly anyway
+    assert n1.proc.wait(15) == 0, n1.proc.output()
+    assert "MASTER -> STOPPED" in n1.proc.output() or "-> STOPPED" in n1.proc.output()
+    assert "Traceback" not in n1.proc.output()
+    assert not holds_vip(site, 1)
+
+
+def test_handover_with_no_peer_is_refused_and_the_node_stays_master(site: Site) -> None:
+    from vipcast.daemon import control
+
+    n1 = start_node(site, 1, election={"priority": 150})
+    n1.wait_state("MASTER")
+    answer = control.request(n1.socket, "handover", timeout=15, wait=5)
+    assert answer["ok"] is False
+    assert "no peer took over" in answer["error"]
+    n1.wait_state("MASTER", 3)
+    assert n1.status()["priority"] == 150
+    assert holds_vip(site, 1)

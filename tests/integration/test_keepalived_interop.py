@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import signal
 import time
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,7 @@ def vipcast(site: Site, priority: int, **election: object) -> VipcastNode:
     )
 
 
-def keepalived(site: Site, priority: int, **options: object) -> KeepalivedPeer:
+def keepalived(site: Site, priority: int, **options: Any) -> KeepalivedPeer:
     return start_peer(site, KEEPALIVED, priority=priority, advert_int=INTERVAL, **options)
 
 

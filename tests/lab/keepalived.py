@@ -37,7 +37,8 @@ def keepalived_config(
     """One ``vrrp_instance`` (VRRPv3 by default) holding ``vips`` on ``interface``."""
     globals_ = [f"router_id {router_id}", f"vrrp_version {version}"]
     if checksum_as_v2:
-        globals_.append("vrrp_checksum_as_v2")  # RFC 9568 message-only IPv4 checksum
+        # RFC 9568 message-only IPv4 checksum; keepalived >= 2.2.8 only (2.2.7 has no such option)
+        globals_.append("v3_checksum_as_v2")
     instance = [
         f"state {state}",
         f"interface {interface}",

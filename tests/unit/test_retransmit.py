@@ -63,6 +63,33 @@ def test_the_byte_bound_evicts_the_oldest() -> None:
     assert (buf.first_seq, buf.nbytes) == (2, 16)
 
 
+@settings(max_examples=60)
+@given(
+    st.lists(st.lists(st.integers(1, 12), max_size=20), min_size=1, max_size=40),
+    st.integers(1, 60),
+    st.integers(30, 400),
+)
+def test_a_batch_is_kept_as_its_appends_would_be(
+    batches: list[list[int]], max_count: int, max_bytes: int
+) -> None:
+    """``extend`` (what the relay calls per batch) ends where one append per record ends."""
+    whole = RetransmitBuffer(max_count=max_count, max_bytes=max_bytes, max_age_ns=3 * S)
+    single = RetransmitBuffer(max_count=max_count, max_bytes=max_bytes, max_age_ns=3 * S)
+    seq = 1
+    for i, sizes in enumerate(batches):
+        records = [bytes([s]) * s for s in sizes]
+        whole.extend(seq, records, i * S)
+        for j, record in enumerate(records):
+            single.append(seq + j, record, i * S)
+        seq += len(records)
+        assert (whole.first_seq, whole.last_seq, whole.nbytes) == (
+            single.first_seq,
+            single.last_seq,
+            single.nbytes,
+        )
+    assert whole.get_range(1, seq, len(batches) * S) == single.get_range(1, seq, len(batches) * S)
+
+
 def test_appends_must_be_consecutive() -> None:
     buf = filled(5, 6)
     with pytest.raises(ValueError, match="after 6"):

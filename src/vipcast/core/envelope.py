@@ -106,6 +106,7 @@ _RECORD_LAYOUTS: Final = {4: (_REC4.unpack_from, _REC4.size), 6: (_REC6.unpack_f
 RECORD_HEADER_V4: Final = _REC4.size
 RECORD_HEADER_V6: Final = _REC6.size
 _REC_FIXED_SIZE: Final = 16
+_REC_LEAD = struct.Struct(">QH")  # the fields that differ between datagrams of one sender
 
 Address = tuple[str, int]
 """An IP address as text and a port, as the socket module spells them."""
@@ -302,18 +303,36 @@ class RecordEncoder:
     """Turns datagrams sent to one destination (a feed's VIP and port) into record bytes.
 
     ``src`` may be the tuple ``recvfrom`` returns (IPv6 flow info and scope are
-    ignored). Addresses are packed once and cached.
+    ignored). Everything after the ingress time and the length (family, ports,
+    addresses) is the same for every datagram of one sender: it is packed once per
+    sender and cached, so a record costs one small pack and one join, and the
+    payload (any bytes-like object, a memoryview of a receive buffer too) is
+    copied once.
     """
 
-    __slots__ = ("_dst",)
+    __slots__ = ("_dst", "_tails")
 
     def __init__(self, dst: Address) -> None:
         _pack_host(dst[0])  # fail early on a bad address
         self._dst = dst
+        self._tails: dict[SockAddr, bytes] = {}
 
-    def encode(self, payload: bytes, src: SockAddr, ingress_ns: int) -> bytes:
+    def encode(
+        self, payload: bytes | bytearray | memoryview, src: SockAddr, ingress_ns: int
+    ) -> bytes:
         """The record for ``payload`` received from ``src`` at ``ingress_ns``."""
-        return _record(payload, src, self._dst, ingress_ns)
+        tail = self._tails.get(src) or self._tail(src)
+        try:
+            lead = _REC_LEAD.pack(ingress_ns, len(payload))
+        except struct.error as exc:
+            raise ValueError(f"record field out of range: {exc}") from exc
+        return b"".join((lead, tail, payload))
+
+    def _tail(self, src: SockAddr) -> bytes:
+        if len(self._tails) >= _CACHE_LIMIT:
+            self._tails.clear()
+        tail = self._tails[src] = _record(b"", src, self._dst, 0)[_REC_LEAD.size :]
+        return tail
 
 
 class DataFramer:

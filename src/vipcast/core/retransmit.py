@@ -8,7 +8,9 @@ around stored bytes (``envelope.DataFramer.frame(..., retransmission=True)``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 from vipcast.core.envelope import UnavailableReason
 
@@ -65,34 +67,43 @@ class RetransmitBuffer:
 
     def append(self, seq: int, record: bytes, now: int) -> None:
         """Keep ``record``, sent as ``seq`` at ``now``; raises ValueError if not consecutive."""
-        if self._next and seq != self._next:
-            raise ValueError(f"sequence {seq} appended after {self._next - 1}")
+        self.extend(seq, (record,), now)
+
+    def extend(self, first: int, records: Sequence[bytes], now: int) -> None:
+        """Keep ``records``, sent as ``first``, ``first + 1``, ... at ``now`` (a relay's batch).
+
+        Raises ValueError if ``first`` does not follow the last sequence number kept.
+        """
+        if not records:
+            return
+        if self._next and first != self._next:
+            raise ValueError(f"sequence {first} appended after {self._next - 1}")
         if not len(self):
-            self._base = seq
-        self._records.append(record)
-        self._times.append(now)
-        self.nbytes += len(record)
-        self._next = seq + 1
+            self._base = first
+        self._records.extend(records)
+        self._times.extend(repeat(now, len(records)))
+        self.nbytes += sum(map(len, records))
+        self._next = first + len(records)
         self.evict(now)
 
     def evict(self, now: int) -> None:
         """Drop records beyond the count or byte bound, or older than the age bound."""
-        oldest = now - self.max_age_ns
-        while len(self) and (
-            len(self) > self.max_count
-            or self.nbytes > self.max_bytes
-            or self._times[self._head] < oldest
-        ):
-            self._drop_oldest()
-        if self._head > 1024 and self._head * 2 > len(self._records):
-            del self._records[: self._head], self._times[: self._head]
+        records, times, head = self._records, self._times, self._head
+        end = len(records)
+        cut = head + max(0, end - head - self.max_count)  # the count bound, at once
+        nbytes = self.nbytes - sum(map(len, records[head:cut]))
+        oldest, max_bytes = now - self.max_age_ns, self.max_bytes
+        while cut < end and (nbytes > max_bytes or times[cut] < oldest):
+            nbytes -= len(records[cut])
+            cut += 1
+        if cut > head:
+            records[head:cut] = repeat(b"", cut - head)  # free the bytes, keep the indexes
+            self._base += cut - head
+            self._head = head = cut
+        self.nbytes = nbytes
+        if head > 1024 and head * 2 > end:
+            del records[:head], times[:head]
             self._head = 0
-
-    def _drop_oldest(self) -> None:
-        self.nbytes -= len(self._records[self._head])
-        self._records[self._head] = b""
-        self._head += 1
-        self._base += 1
 
     def get_range(self, first: int, count: int, now: int) -> Served:
         """What can be resent of ``first``..``first+count-1``, and what cannot."""

@@ -42,6 +42,7 @@ class ControlServer:
         os.chmod(self.path, 0o660)
 
     async def close(self) -> None:
+        self.bus.close_subscribers()  # ends every events stream cleanly
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

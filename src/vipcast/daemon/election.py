@@ -46,6 +46,7 @@ StateListener = Callable[[Transition], None]
 RelayListener = Callable[[bool], None]
 DrainHook = Callable[[], Awaitable[None]]
 HANDOVER_PRIORITY = 1  # a node that handed over stays below every peer
+HANDOVER_SETTLE = 0.05  # s the VIP stays after the new master is heard, without a relay
 
 
 @dataclass
@@ -258,6 +259,9 @@ class Election:
     # --- outputs -------------------------------------------------------------------
 
     def _apply(self, actions: list[Action]) -> None:
+        # The wire first (advert, VIPs, first announcement), then a transition's
+        # bookkeeping (log, metrics, events, roles): a takeover's outage lasts until
+        # the LAN hears of it (bench/failover.py measures it).
         for action in actions:
             if isinstance(action, SendAdvert):
                 self._send(action)
@@ -267,7 +271,8 @@ class Election:
                 self._release_vips(drain=action.drain)
             elif isinstance(action, Announce):
                 self._announce_burst()
-            elif isinstance(action, Transition):
+        for action in actions:
+            if isinstance(action, Transition):
                 self._transitioned(action)
         self._rearm()
 
@@ -297,6 +302,8 @@ class Election:
             await asyncio.sleep(min(0.01, interval / 4))
         if self.drain_hook is not None and self._new_master_heard():
             await self.drain_hook()
+        elif self._new_master_heard():  # no relay to watch: let its announcement land first
+            await asyncio.sleep(HANDOVER_SETTLE)
         if self.router.state is not State.MASTER:
             self.vips.remove()
             self._tell_relay(False)
@@ -314,8 +321,10 @@ class Election:
         self._apply(self.router.handover(HANDOVER_PRIORITY, self._loop.time()))
         drain = self._drain
         if drain is not None:
-            await asyncio.wait_for(asyncio.shield(drain), timeout)
-        if not self._new_master_heard():
+            # a drain cancelled because nobody took over ends the wait, it is no error
+            await asyncio.wait({drain}, timeout=timeout)
+        if self.router.state is State.MASTER or not self._new_master_heard():
+            self.restore_priority(self.cfg.election.priority)
             raise RuntimeError("no peer took over; this node stays master")
         return f"handed over to {self.router.current_master}"
 
@@ -369,14 +378,18 @@ class Election:
     # --- announcements -----------------------------------------------------------
 
     def _announce_burst(self) -> None:
-        task = self._loop.create_task(self._burst())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """The first announcement now, not on the next loop turn; the rest paced."""
+        if self.cfg.vip.garp_count < 1 or self.router.state is not State.MASTER:
+            return
+        self._announce_once()
+        if self.cfg.vip.garp_count > 1:
+            task = self._loop.create_task(self._burst())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _burst(self) -> None:
-        for i in range(self.cfg.vip.garp_count):
-            if i:
-                await asyncio.sleep(self.cfg.vip.garp_interval)
+        for _ in range(self.cfg.vip.garp_count - 1):
+            await asyncio.sleep(self.cfg.vip.garp_interval)
             if self.router.state is not State.MASTER:
                 return
             self._announce_once()

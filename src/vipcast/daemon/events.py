@@ -54,6 +54,10 @@ class EventBus:
             queue.get_nowait()
         queue.put_nowait(None)
 
+    def close_subscribers(self) -> None:
+        for queue in list(self._subscribers):
+            self._drop(queue)
+
     def subscribe(self) -> asyncio.Queue[Event | None]:
         queue: asyncio.Queue[Event | None] = asyncio.Queue(self._queue_size)
         self._subscribers.add(queue)

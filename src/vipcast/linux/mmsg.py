@@ -51,6 +51,7 @@ __all__ = [
     "make_receiver",
     "make_sender",
     "send_segments",
+    "RunSender",
     "batched_io_available",
 ]
 
@@ -663,3 +664,81 @@ def _send_gso_chunk(
             return SendResult(failed=len(chunk))
         return SendResult(sent=len(chunk))
     return SendResult(failed=len(chunk))
+
+
+# ---------------------------------------------------------------- runs
+
+
+class RunSender:
+    """Sends a list of datagrams to one destination, in order, at the least kernel cost.
+
+    The kernel's work per datagram sent costs more than Python's. Runs of at least
+    ``min_run`` equal-sized datagrams (the last of a run may be shorter) go as UDP
+    GSO sends: one packet through the stack, cut into the very same datagrams at
+    the end. The rest go by ``sendmmsg``, a lone datagram by one ``sendto``. If the
+    kernel refuses segmentation (before Linux 4.18, or a route that cannot take
+    it), ``gso`` turns False and everything goes by ``sendmmsg`` from then on.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        capacity: int = 256,
+        arena: int = 4 << 20,
+        max_segment: int = 1472,
+        min_run: int = 4,
+    ) -> None:
+        self.sock, self.max_segment, self.min_run = sock, max_segment, max(2, min_run)
+        self.batch = make_sender(sock, capacity=capacity, arena=arena)
+        self.errors = self.batch.errors
+        self.gso = True
+
+    def send(self, payloads: Sequence[Bytes], destination: Address) -> SendResult:
+        """Send every payload to ``destination``, in order."""
+        count = len(payloads)
+        if count == 1:
+            return self._send_one(payloads[0], destination)
+        if not self.gso or count < self.min_run:
+            return self.batch.send([(p, destination) for p in payloads])
+        total, pending, i = SendResult(), 0, 0
+        while i < count:
+            size, j = len(payloads[i]), i + 1
+            while j < count and len(payloads[j]) == size:
+                j += 1
+            if j < count and len(payloads[j]) < size:
+                j += 1  # a shorter datagram may end a run
+            if j - i >= self.min_run and 0 < size <= self.max_segment and self.gso:
+                if pending < i:
+                    total += self.batch.send([(p, destination) for p in payloads[pending:i]])
+                total += self._send_run(payloads[i:j], size, destination)
+                pending = j
+            i = j
+        if pending < count:
+            total += self.batch.send([(p, destination) for p in payloads[pending:]])
+        return total
+
+    def _send_run(self, run: Sequence[Bytes], size: int, destination: Address) -> SendResult:
+        per_call = max(1, min(GSO_MAX_SEGMENTS, (MAX_DATAGRAM - 48) // size))
+        total = SendResult()
+        for first in range(0, len(run), per_call):
+            chunk = run[first : first + per_call]
+            try:
+                total += _send_gso_chunk(self.sock, chunk, size, destination)
+            except OSError as exc:
+                log.info("UDP segmentation refused (%s); sending datagram by datagram", exc)
+                self.gso = False
+                rest = run[first:]
+                return total + self.batch.send([(p, destination) for p in rest])
+        return total
+
+    def _send_one(self, payload: Bytes, destination: Address) -> SendResult:
+        """One datagram: one ``sendto``, half the cost of a ``sendmmsg`` of one."""
+        try:
+            self.sock.sendto(payload, socket.MSG_DONTWAIT, destination)
+        except (BlockingIOError, InterruptedError):
+            return SendResult(unsent=1)
+        except OSError as exc:
+            self.errors[exc.errno or 0] += 1
+            return SendResult(failed=1)
+        return SendResult(sent=1)

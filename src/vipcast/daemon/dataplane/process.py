@@ -55,6 +55,8 @@ class Dataplane:
         self.receiver = ClusterReceiver(
             cfg.cluster, cfg.node.interface, self.deliveries, self.stats, self.emit
         )
+        # our own envelopes go straight to our receiver, not back through the kernel
+        self.fanout.deliver_locally(self._on_local_envelopes, (source, cfg.cluster.port))
         self.outbounds = [
             Outbound(f, self.relays[f.feed_id], self.stats[f.feed_id])
             for f in cfg.feeds
@@ -92,6 +94,10 @@ class Dataplane:
 
     def _on_envelopes(self) -> None:
         self.receiver.on_readable()
+        self._rearm_sequencer()
+
+    def _on_local_envelopes(self, envelopes: Sequence[bytes], source: tuple[str, int]) -> None:
+        self.receiver.accept_local(envelopes, source)
         self._rearm_sequencer()
 
     def _rearm_sequencer(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from vipcast.config import ClusterConfig, Endpoint, IPAddress
@@ -26,6 +26,7 @@ log = logging.getLogger("vipcast.receiver")
 quiet = QuietLogger(log)
 
 EventSink = Callable[..., None]
+MEMBERSHIP_CACHE = 1024  # source hosts remembered as member or not (bounded: hostile input)
 
 
 class ClusterReceiver:
@@ -49,6 +50,7 @@ class ClusterReceiver:
             )
         )
         self.members = self._members(cluster, interface)
+        self._membership: dict[str, bool] = {}  # source host -> member? (checked once)
         self.relays: dict[tuple[int, int], Endpoint] = {}  # (feed, session) -> relay address
         self.rejected: dict[str, int] = {}
         self.highest_session = 0
@@ -77,21 +79,45 @@ class ClusterReceiver:
     # --- the hot path -------------------------------------------------------------
 
     def on_readable(self) -> None:
+        """Take the envelopes waiting, then send what they release to the apps.
+
+        A batch shorter than the receiver's batch means the socket was empty: no
+        further call to hear so (the loop's epoll is level-triggered).
+        """
         now = time.monotonic_ns()
-        while batch := self.receiver.receive():
+        receive, full = self.receiver.receive, self.receiver.batch
+        accept, decode = self.sequencer.accept, self._decode
+        while batch := receive():
             for r in batch:
-                msg = self._decode(bytes(r.payload), r.source)
+                msg = decode(bytes(r.payload), r.source)
                 if msg is not None:
-                    self._act(self.sequencer.accept(msg, now), now)
+                    self._act(accept(msg, now), now)
+            if len(batch) < full:
+                break
         for delivery in self.deliveries.values():
             delivery.flush()
 
-    def _decode(self, data: bytes, source: Endpoint) -> env.Message | None:
+    def accept_local(self, envelopes: Sequence[bytes], source: Endpoint) -> None:
+        """Envelopes this node's relay just sent from ``source`` (``Fanout.deliver_locally``).
+
+        The same path as envelopes read from the socket, minus the read, and minus
+        the tag check: they never left this process.
+        """
+        now = time.monotonic_ns()
+        accept, decode = self.sequencer.accept, self._decode
+        for data in envelopes:
+            msg = decode(data, source, local=True)
+            if msg is not None:
+                self._act(accept(msg, now), now)
+        for delivery in self.deliveries.values():
+            delivery.flush()
+
+    def _decode(self, data: bytes, source: Endpoint, *, local: bool = False) -> env.Message | None:
         if not self._is_member(source[0]):
             self._reject("foreign", source, "not a cluster member")
             return None
         try:
-            msg = env.decode_message_untrusted(data, key=self.key)
+            msg = env.decode_message_untrusted(data, key=None if local else self.key)
         except env.BadEnvelope as e:
             self._reject(e.reason, source, str(e))
             return None
@@ -106,6 +132,14 @@ class ClusterReceiver:
         return msg
 
     def _is_member(self, host: str) -> bool:
+        known = self._membership.get(host)
+        if known is None:
+            if len(self._membership) >= MEMBERSHIP_CACHE:
+                self._membership.clear()
+            known = self._membership[host] = self._check_member(host)
+        return known
+
+    def _check_member(self, host: str) -> bool:
         address: IPAddress = ipaddress.ip_address(host.split("%", maxsplit=1)[0])
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped

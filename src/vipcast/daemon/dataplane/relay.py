@@ -3,16 +3,20 @@
 Each feed's socket is bound to VIP:port with IP_FREEBIND before the VIP exists,
 so becoming master only flips ``active``: nothing waits. A batch drained from
 the socket becomes as few DATA envelopes as fit the LAN MTU (never waiting for
-more datagrams, so a lone datagram leaves at once), and one ``sendmmsg`` sends
-them to the group or to every receiver; a receiver that fails costs the others
-nothing.
+more datagrams, so a lone datagram leaves at once), sent to the group or to every
+receiver in as few system calls as the kernel allows (a run of full envelopes as
+one UDP GSO send, else ``sendmmsg``, a lone envelope by ``sendto``); a receiver
+that fails costs the others nothing. This node's own receiver takes them without
+the kernel (:meth:`Fanout.deliver_locally`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vipcast.config import ClusterConfig, Endpoint, FeedConfig
 from vipcast.core import envelope as env
@@ -20,7 +24,7 @@ from vipcast.core.retransmit import NackLimiter, RetransmitBuffer
 from vipcast.daemon.dataplane.stats import FeedStats
 from vipcast.daemon.quietlog import QuietLogger
 from vipcast.linux import udp
-from vipcast.linux.mmsg import make_receiver, make_sender
+from vipcast.linux.mmsg import Received, RunSender, make_receiver
 
 log = logging.getLogger("vipcast.relay")
 quiet = QuietLogger(log)
@@ -29,11 +33,17 @@ SOCKET_BUFFER = 32 << 20
 HEARTBEAT_INTERVAL = 0.05  # seconds of silence before an idle feed sends a heartbeat
 
 
+LocalReceiver = Callable[[Sequence[bytes], Endpoint], None]
+"""Takes envelopes this node sent, with the address they were sent from."""
+
+
 class Fanout:
     """The socket envelopes leave from, to the group or to each receiver.
 
     Receivers send their NACKs back to its address, so it is also where the relay
-    reads them.
+    reads them. This node's own receiver either reads its copy back from the kernel
+    (multicast loop, or a unicast to itself), or, after :meth:`deliver_locally`,
+    takes every envelope straight from :meth:`send`.
     """
 
     def __init__(self, cluster: ClusterConfig, interface: str, source: str) -> None:
@@ -43,26 +53,53 @@ class Fanout:
         family = udp.family_of(self.destinations[0][0])
         self.sock = udp.udp_socket(family, rcvbuf=4 << 20, sndbuf=SOCKET_BUFFER)
         self.sock.bind((source, 0))
+        self.address: Endpoint = self.sock.getsockname()[:2]
+        self.interface, self.group = interface, cluster.group
         if cluster.group:
             udp.multicast_sender(self.sock, interface, ttl=1, loop=True)
-        self.sender = make_sender(self.sock, capacity=256, arena=4 << 20)
+        # envelopes of full batches have one size: they leave as UDP GSO sends
+        budget = env.envelope_budget(cluster.mtu, lan_ipv6=family == socket.AF_INET6)
+        self.sender = RunSender(self.sock, capacity=256, arena=4 << 20, max_segment=budget)
         self.receiver = make_receiver(self.sock, batch=32)
+        self.local: LocalReceiver | None = None
         self.errors = 0
+
+    def deliver_locally(self, receiver: LocalReceiver, own: Endpoint) -> None:
+        """Hand this node's receiver (listening at ``own``) every envelope directly.
+
+        The kernel's copy to ourselves costs, per batch, a packet through the stack,
+        a wakeup and a read: the master's busiest path. Multicast loop goes off; a
+        unicast list drops this node's own entry.
+        """
+        self.local = receiver
+        if self.group:
+            udp.multicast_sender(self.sock, self.interface, ttl=1, loop=False)
+        else:
+            self.destinations = [d for d in self.destinations if not _same(d, own)]
 
     def send(self, envelopes: Sequence[bytes]) -> int:
         """Send every envelope to every destination; returns the failures."""
-        result = self.sender.send((e, d) for e in envelopes for d in self.destinations)
-        failed = result.failed + result.unsent
+        failed = 0
+        for destination in self.destinations:
+            result = self.sender.send(envelopes, destination)
+            failed += result.failed + result.unsent
         if failed:
             self.errors += failed
             quiet.warning("fanout", "%d envelope sends failed (receiver down?)", failed)
+        if self.local is not None:
+            self.local(envelopes, self.address)
         return failed
 
     def send_to(self, envelopes: Sequence[bytes], destination: Endpoint) -> None:
-        self.sender.send((e, destination) for e in envelopes)
+        self.sender.send(envelopes, destination)
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _same(a: Endpoint, b: Endpoint) -> bool:
+    """The same (address, port), however the addresses are spelled."""
+    return a[1] == b[1] and ipaddress.ip_address(a[0]) == ipaddress.ip_address(b[0])
 
 
 class FeedRelay:
@@ -126,19 +163,31 @@ class FeedRelay:
     # --- the hot path -----------------------------------------------------------
 
     def on_readable(self) -> None:
-        while batch := self.receiver.receive():
+        """Relay what waits on the socket.
+
+        A batch shorter than the receiver's batch means the socket was empty: stop
+        there rather than pay one more system call to hear so (the loop's epoll is
+        level-triggered and calls again for anything that came since).
+        """
+        receive, full = self.receiver.receive, self.receiver.batch
+        while batch := receive():
             if self.framer is None:
                 self.stats.not_master += len(batch)
-                continue
-            ingress = time.time_ns()
-            encode = self.encoder.encode
-            records = [
-                encode(bytes(r.payload), r.source, ingress)
-                for r in batch
-                if self._fits(len(r.payload))
-            ]
-            if records:
-                self._send(records)
+            else:
+                self._relay(batch)
+            if len(batch) < full:
+                return
+
+    def _relay(self, batch: list[Received]) -> None:
+        ingress = time.time_ns()
+        encode, limit = self.encoder.encode, self.max_payload
+        records = [
+            encode(r.payload, r.source, ingress)  # copies the payload out of the receive buffer
+            for r in batch
+            if len(r.payload) <= limit or self._fits(len(r.payload))
+        ]
+        if records:
+            self._send(records)
 
     def _fits(self, size: int) -> bool:
         if size <= self.max_payload:
@@ -162,17 +211,15 @@ class FeedRelay:
         return True
 
     def _send(self, records: list[bytes]) -> None:
-        assert self.framer is not None
+        framer = self.framer
+        assert framer is not None
         first = self.next_seq
         envelopes, seq = [], first
         for count in env.plan_batches([len(r) for r in records], self.budget, auth=bool(self.key)):
-            envelopes.append(self.framer.frame(seq, records[seq - first : seq - first + count]))
+            envelopes.append(framer.frame(seq, records[seq - first : seq - first + count]))
             seq += count
         self.next_seq = seq
-        now_ns = time.monotonic_ns()
-        append = self.buffer.append
-        for i, record in enumerate(records):
-            append(first + i, record, now_ns)
+        self.buffer.extend(first, records, time.monotonic_ns())
         self.stats.fanout_errors += self.fanout.send(envelopes)
         self.stats.relayed += len(records)
         self.stats.envelopes += len(envelopes)
