@@ -74,7 +74,8 @@ class ClusterConfig:
     mtu: int = 1500
     retransmit_buffer: int = 65536  # datagrams kept per feed for recovery
     retransmit_age: float = 5.0  # seconds
-    takeover_grace: float = 0.5  # seconds a new session waits for the old one's end
+    takeover_grace: float = 0.05  # seconds a new session waits for a crashed session's end
+    handover_grace: float = 2.0  # ... for the end of a session closing in a handover
     reorder_window: int = 32768  # datagrams a receiver holds behind a gap
 
 
@@ -218,7 +219,8 @@ def _cluster(t: _Table) -> ClusterConfig:
         mtu=t.get("mtu", _int_range(576, 65535), 1500),
         retransmit_buffer=t.get("retransmit_buffer", _int_range(0, 10_000_000), 65536),
         retransmit_age=t.get("retransmit_age", _float_range(0.0, 3600.0), 5.0),
-        takeover_grace=t.get("takeover_grace", _float_range(0.0, 60.0), 0.5),
+        takeover_grace=t.get("takeover_grace", _float_range(0.0, 60.0), 0.05),
+        handover_grace=t.get("handover_grace", _float_range(0.0, 60.0), 2.0),
         reorder_window=t.get("reorder_window", _int_range(1, 10_000_000), 32768),
     )
     t.done()

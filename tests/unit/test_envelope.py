@@ -379,3 +379,13 @@ def test_new_session_ids_order_by_time_and_never_repeat() -> None:
     assert new_session_id(1, t + 1_000_000) > a
     assert new_session_id(2, t - 10**12, previous=a) > a  # a clock behind still moves on
     assert new_session_id(1, t, previous=a) > a
+
+
+def test_a_closing_heartbeat_round_trips_with_its_flag() -> None:
+    from vipcast.core.envelope import FLAG_CLOSING, Heartbeat, encode_heartbeat
+
+    beat = Heartbeat(1, 11, 1 << 40, 99, closing=True)
+    raw = encode_heartbeat(beat)
+    assert raw[5] & FLAG_CLOSING
+    assert decode_message_untrusted(raw) == beat
+    assert not decode_message_untrusted(encode_heartbeat(Heartbeat(1, 11, 1 << 40, 99))).closing

@@ -366,6 +366,28 @@ def test_crash_failover_waits_out_the_grace_period() -> None:
     ]
 
 
+def test_a_closing_session_is_waited_for_longer_than_a_crashed_one() -> None:
+    config = SequencerConfig(takeover_grace_ns=10 * MS, handover_grace_ns=500 * MS)
+    seqr = following(config)
+    feed_all(seqr, [data(A, 1, 2), Heartbeat(FEED, NODE_A, A, 2, closing=True)], now=0)
+    assert delivered(seqr.accept(data(B, 1), MS)) == []
+    assert seqr.next_timer() == 501 * MS  # not 11 ms: the old relay is draining
+    assert delivered(seqr.handle_timer(100 * MS)) == []
+    acts = feed_all(seqr, [data(A, 3), eos(A, 3, B)], now=200 * MS)
+    assert delivered(acts) == [(A, 3), (B, 1)]  # its tail first: nothing lost
+    assert of(GapUnrecoverable, acts) == []
+
+
+def test_closing_announced_after_the_new_session_appeared_extends_the_grace() -> None:
+    config = SequencerConfig(takeover_grace_ns=10 * MS, handover_grace_ns=500 * MS)
+    seqr = following(config)
+    feed_all(seqr, [data(A, 1)], now=0)
+    seqr.accept(data(B, 1), MS)
+    assert seqr.next_timer() == 11 * MS
+    seqr.accept(Heartbeat(FEED, NODE_A, A, 1, closing=True), 2 * MS)
+    assert seqr.next_timer() == 501 * MS
+
+
 def test_new_session_backlog_beyond_the_window_ends_the_old_session() -> None:
     seqr = following(SequencerConfig(window=3, takeover_grace_ns=10**12))
     feed_all(seqr, [data(A, 1), data(A, 3), data(B, 1, 3)])

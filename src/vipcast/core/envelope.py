@@ -28,6 +28,7 @@ VERSION: Final = VERSION_MAJOR << 4 | VERSION_MINOR
 
 FLAG_AUTH: Final = 0x01  # a 16-byte HMAC-SHA256 tag ends the message
 FLAG_RETRANSMISSION: Final = 0x02  # DATA resent in answer to a NACK, unicast
+FLAG_CLOSING: Final = 0x04  # HEARTBEAT: a planned handover has begun, END_OF_SESSION follows
 
 U64_MAX: Final = (1 << 64) - 1
 AUTH_TAG_SIZE: Final = 16
@@ -68,7 +69,7 @@ class BadEnvelope(ValueError):  # noqa: N818 (trio's BadPacket naming)
 #   2  1  version        major << 4 | minor (this is 0x10)
 #   3  1  type           MessageType
 #   4  1  header length  bytes from offset 0 to the first byte after the header
-#   5  1  flags          FLAG_AUTH | FLAG_RETRANSMISSION; other bits 0, ignored
+#   5  1  flags          FLAG_AUTH | FLAG_RETRANSMISSION | FLAG_CLOSING; others 0, ignored
 #   6  2  feed id
 #   8  4  node id        the sender: relay for DATA/HEARTBEAT/EOS/UNAVAILABLE, receiver for NACK
 #  12  8  session id     chosen by the relay, new at each takeover, never 0
@@ -154,6 +155,7 @@ class Heartbeat:
     node: int
     session: int
     last_seq: int
+    closing: bool = False  # a planned handover began: hold successors until the end
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,9 +373,10 @@ def _encode_control(
     msg: _Origin,
     values: tuple[int, ...],
     key: bytes | None,
+    flags: int = 0,
 ) -> bytes:
     """A message made of the common header and fixed fields only."""
-    head = _common(mtype, COMMON_HEADER_SIZE + layout.size, _auth_flag(key), msg)
+    head = _common(mtype, COMMON_HEADER_SIZE + layout.size, _auth_flag(key) | flags, msg)
     try:
         fixed = layout.pack(*values)
     except struct.error as exc:
@@ -383,7 +386,10 @@ def _encode_control(
 
 def encode_heartbeat(msg: Heartbeat, *, key: bytes | None = None) -> bytes:
     """Encode a HEARTBEAT message."""
-    return _encode_control(MessageType.HEARTBEAT, _HEARTBEAT_FIXED, msg, (msg.last_seq,), key)
+    flags = FLAG_CLOSING if msg.closing else 0
+    return _encode_control(
+        MessageType.HEARTBEAT, _HEARTBEAT_FIXED, msg, (msg.last_seq,), key, flags
+    )
 
 
 def encode_end_of_session(msg: EndOfSession, *, key: bytes | None = None) -> bytes:
@@ -528,7 +534,8 @@ def _decode_records(raw: bytes, off: int, end: int, count: int) -> tuple[Datagra
 def _decode_heartbeat(raw: bytes, head: _Header) -> Heartbeat:
     _no_body(head)
     (last,) = _HEARTBEAT_FIXED.unpack_from(raw, COMMON_HEADER_SIZE)
-    return Heartbeat(head.feed, head.node, head.session, last)
+    closing = bool(head.flags & FLAG_CLOSING)
+    return Heartbeat(head.feed, head.node, head.session, last, closing)
 
 
 def _decode_end(raw: bytes, head: _Header) -> EndOfSession:

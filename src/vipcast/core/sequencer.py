@@ -46,11 +46,18 @@ class SequencerConfig:
     request_delay_ns: int = 0  # wait before the first request (tolerate reordering)
     max_request: int = 4096  # datagrams asked for in one request
     takeover_grace_ns: int = 10_000_000  # hold a new session this long for the old one's end
+    handover_grace_ns: int = 2_000_000_000  # ... this long if the old one said it is closing
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.max_tries < 1 or self.max_request < 1:
             raise ValueError("window, max_tries and max_request must be >= 1")
-        if min(self.retry_interval_ns, self.request_delay_ns, self.takeover_grace_ns) < 0:
+        times = (
+            self.retry_interval_ns,
+            self.request_delay_ns,
+            self.takeover_grace_ns,
+            self.handover_grace_ns,
+        )
+        if min(times) < 0:
             raise ValueError("times must be >= 0")
 
 
@@ -162,6 +169,7 @@ class _Stream:
 
     __slots__ = (
         "cfg",
+        "closing",
         "counters",
         "feed",
         "gaps",
@@ -186,6 +194,7 @@ class _Stream:
         self.high = start - 1  # highest number known to exist
         self.last: int | None = None  # the session's end, once known
         self.next_session = 0
+        self.closing = False  # its relay began a planned handover
         self.held: dict[int, Datagram] = {}
         self.gaps: list[_Gap] = []
         self.out: list[Action] = []
@@ -367,6 +376,7 @@ class _Feed:
         self.after = "join"  # SessionStarted reason for the next session
         self.named = 0  # the successor named by the last END_OF_SESSION
         self.deadline: int | None = None  # end of the current session's takeover grace
+        self.grace_from = 0  # when that grace began
 
     def accept(self, msg: Message, now: int) -> list[Action]:
         """Route one message to its session and settle the feed."""
@@ -418,8 +428,14 @@ class _Feed:
 
     def _arm_grace(self, now: int) -> None:
         """A newer session waits: the current one has until the deadline to end."""
-        if self.deadline is None and self.current is not None and self.current.last is None:
-            self.deadline = now + self.cfg.takeover_grace_ns
+        cur = self.current
+        if self.deadline is None and cur is not None and cur.last is None:
+            self.grace_from = now
+            self.deadline = now + self._grace(cur)
+
+    def _grace(self, cur: _Stream) -> int:
+        """Long for a session closing in a planned handover, short after a crash."""
+        return self.cfg.handover_grace_ns if cur.closing else self.cfg.takeover_grace_ns
 
     def _start(self, stream: _Stream, now: int, acts: list[Action]) -> None:
         """Make ``stream`` the session being delivered; drop pending ones it supersedes."""
@@ -438,6 +454,10 @@ class _Feed:
             stream.data(msg.first_seq, msg.datagrams, msg.retransmission, now, acts)
         elif isinstance(msg, Heartbeat):
             stream.extend(msg.last_seq, now, acts)
+            if msg.closing and not stream.closing:
+                stream.closing = True
+                if stream is self.current and self.deadline is not None:
+                    self.deadline = self.grace_from + self._grace(stream)
         elif isinstance(msg, EndOfSession):
             stream.end(msg.last_seq, msg.next_session, now, acts)
             if stream is self.current:

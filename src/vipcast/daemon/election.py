@@ -69,6 +69,7 @@ class Election:
         self.listeners: list[StateListener] = []
         self.relay_listeners: list[RelayListener] = []  # True: VIPs held, relay on
         self.drain_hook: DrainHook | None = None
+        self.closing_hook: Callable[[], None] | None = None
         self.faults: dict[str, str] = {}  # what keeps the node in FAULT, by source
         self.handed_over = False
         self._drain: asyncio.Task[None] | None = None
@@ -296,6 +297,8 @@ class Election:
 
     async def _drain_then_release(self) -> None:
         """Make-before-break: wait for the new master, let traffic move, then let go."""
+        if self.closing_hook is not None:
+            self.closing_hook()
         interval = self.cfg.election.advert_interval
         deadline = self._loop.time() + 3 * interval + 2.0
         while self._loop.time() < deadline and not self._new_master_heard():

@@ -112,6 +112,7 @@ class Node:
         await self.dataplane.start()
         self.election.relay_listeners.append(self.dataplane.set_master)
         self.election.drain_hook = self.dataplane.drain
+        self.election.closing_hook = self.dataplane.closing
 
     def _on_stats(self, stats: dict[str, Any]) -> None:
         """Turn the data plane's running totals into Prometheus counter increments."""

@@ -79,6 +79,10 @@ class DataplaneClient:
         self.master = master
         self._send({"op": "master", "value": master})
 
+    def closing(self) -> None:
+        """A planned handover begins: receivers are told to wait for the end of session."""
+        self._send({"op": "closing"})
+
     async def drain(self) -> None:
         """Until the relay has been idle a moment (traffic moved to the new master)."""
         self._drained.clear()

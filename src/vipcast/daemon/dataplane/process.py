@@ -157,12 +157,14 @@ class Dataplane:
                 if (e := r.stop(successor if successor > r.session else 0)) is not None
             ]
             if ends:
-                self._send_ends(ends)
+                self._send_repeated(ends)
             self.emit("relay", "relaying stopped (end of session sent)")
 
-    def _send_ends(self, ends: list[bytes]) -> None:
+    def _send_repeated(self, envelopes: list[bytes]) -> None:
+        """Control envelopes that close or merge sessions go out three times."""
+
         def again() -> None:
-            self.fanout.send(ends)
+            self.fanout.send(envelopes)
 
         again()
         for delay in END_REPEATS:
@@ -199,6 +201,10 @@ class Dataplane:
             self.set_master(bool(msg["value"]))
         elif msg.get("op") == "drain":
             self.drain()
+        elif msg.get("op") == "closing":
+            beats = [b for r in self.relays.values() if (b := r.closing_heartbeat()) is not None]
+            if beats:
+                self._send_repeated(beats)
         elif msg.get("op") == "stop":
             self.set_master(False)
             self.loop.stop()

@@ -47,6 +47,7 @@ class ClusterReceiver:
             seq.SequencerConfig(
                 window=cluster.reorder_window,
                 takeover_grace_ns=int(cluster.takeover_grace * 1e9),
+                handover_grace_ns=int(cluster.handover_grace * 1e9),
             )
         )
         self.members = self._members(cluster, interface)

@@ -237,6 +237,15 @@ class FeedRelay:
         )
         return env.encode_heartbeat(beat, key=self.key)
 
+    def closing_heartbeat(self) -> bytes | None:
+        """A HEARTBEAT flagged closing: receivers will wait for this session's end."""
+        if self.framer is None:
+            return None
+        beat = env.Heartbeat(
+            self.feed.feed_id, self.node_id, self.framer.session, self.next_seq - 1, closing=True
+        )
+        return env.encode_heartbeat(beat, key=self.key)
+
     def serve_nack(self, nack: env.Nack, peer: Endpoint) -> list[bytes]:
         """The envelopes that answer a receiver's NACK (resent DATA and UNAVAILABLE)."""
         framer = self.framer or self.ended
