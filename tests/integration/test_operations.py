@@ -215,3 +215,23 @@ def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Type=notify" in unit
     assert "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW" in unit
+
+
+def test_the_election_runs_real_time_and_nothing_else_does(site: Site, tmp_path: Path) -> None:
+    marker = tmp_path / "role.pid"
+    feeds = [{"name": "f", "port": 8600, "deliver": ["127.0.0.1:9600"]}]
+    node = start_node(
+        site,
+        1,
+        election={"priority": 150},
+        extra=toml_roles(role("worker", "always", marker)),
+        cluster={"group": "239.255.86.1:8601"},
+        feeds=feeds,
+    )
+    node.wait_state("MASTER")
+    wait_until(lambda: alive(marker), 5, what="role running")
+    with open(f"/proc/{node.proc.pid}/task/{node.proc.pid}/children") as f:
+        dataplane = int(f.read().split()[0])
+    assert os.sched_getscheduler(node.proc.pid) == os.SCHED_RR
+    assert os.sched_getscheduler(dataplane) == os.SCHED_OTHER
+    assert os.sched_getscheduler(int(marker.read_text())) == os.SCHED_OTHER

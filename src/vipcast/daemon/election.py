@@ -90,6 +90,7 @@ class Election:
         self._refresh: asyncio.Task[None] | None = None
         self.lateness_max = 0.0
         self.last_transition_wall = 0.0
+        self.transitions = 0
 
     def _params(self, cfg: Config) -> RouterParams:
         e = cfg.election
@@ -360,6 +361,7 @@ class Election:
 
     def _transitioned(self, t: Transition) -> None:
         self.last_transition_wall = time.time()
+        self.transitions += 1
         log.info("%s -> %s (%s)", t.old.value, t.new.value, t.reason)
         self.metrics.transitions.labels(t.old.value, t.new.value).inc()
         self.metrics.set_state(t.new.value)
@@ -440,6 +442,7 @@ class Election:
                 "reason": last.reason,
                 "time": self.last_transition_wall,
             },
+            "transitions": self.transitions,
             "adverts_sent": r.stats.adverts_sent,
             "adverts_received": r.stats.adverts_received,
             "rejected": dict(self.rejected),

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vipcast.config import TrackConfig
+from vipcast.daemon import scheduling
 from vipcast.linux import interfaces
 
 log = logging.getLogger("vipcast.health")
@@ -117,7 +118,10 @@ class Health:
 async def _succeeds(argv: list[str], timeout: float) -> bool:
     """Run a probe command; success is exit status 0 within ``timeout`` seconds."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        *argv,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        preexec_fn=scheduling.normal,
     )
     try:
         return await asyncio.wait_for(proc.wait(), timeout) == 0

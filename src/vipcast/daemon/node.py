@@ -17,7 +17,7 @@ from typing import Any
 from vipcast import config
 from vipcast.config import Config
 from vipcast.core.vrrp.machine import State, Transition
-from vipcast.daemon import sdnotify
+from vipcast.daemon import scheduling, sdnotify
 from vipcast.daemon.control import ControlServer
 from vipcast.daemon.dataplane.client import DataplaneClient
 from vipcast.daemon.election import Election
@@ -199,6 +199,7 @@ class Node:
 async def serve(cfg: Config, config_path: Path | None = None) -> int:
     """Run a node until SIGTERM or SIGINT; returns the exit status."""
     loop = asyncio.get_running_loop()
+    scheduling.prefer_election()
     node = Node(cfg, config_path)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stopping.set)

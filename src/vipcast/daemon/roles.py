@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from vipcast.config import RoleConfig
+from vipcast.daemon import scheduling
 
 log = logging.getLogger("vipcast.roles")
 
@@ -72,7 +73,10 @@ class Role:
 
     async def _run_once(self, env: dict[str, str]) -> int:
         self._proc = await asyncio.create_subprocess_exec(
-            *self.cfg.command, env={**os.environ, **env}, start_new_session=True
+            *self.cfg.command,
+            env={**os.environ, **env},
+            start_new_session=True,
+            preexec_fn=scheduling.normal,
         )
         self.running = True
         log.info("role %s started (pid %d)", self.cfg.name, self._proc.pid)
@@ -110,7 +114,9 @@ class Role:
     async def _systemctl(self, verb: str) -> None:
         assert self.cfg.unit is not None
         try:
-            proc = await asyncio.create_subprocess_exec("systemctl", verb, self.cfg.unit)
+            proc = await asyncio.create_subprocess_exec(
+                "systemctl", verb, self.cfg.unit, preexec_fn=scheduling.normal
+            )
             code = await asyncio.wait_for(proc.wait(), SYSTEMCTL_TIMEOUT)
         except (OSError, TimeoutError) as e:
             code, why = -1, str(e) or "timed out"
@@ -158,7 +164,11 @@ async def run_notify(argv: tuple[str, ...], state: str, reason: str, timeout: fl
     """A notify hook: ``argv STATE REASON``; killed after ``timeout``; never raises."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, state, reason, env={**os.environ, "VIPCAST_STATE": state}
+            *argv,
+            state,
+            reason,
+            env={**os.environ, "VIPCAST_STATE": state},
+            preexec_fn=scheduling.normal,
         )
         try:
             code = await asyncio.wait_for(proc.wait(), timeout)

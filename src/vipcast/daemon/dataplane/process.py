@@ -20,6 +20,7 @@ from typing import Any
 from vipcast import config
 from vipcast.config import Config
 from vipcast.core import envelope as env
+from vipcast.daemon import scheduling
 from vipcast.daemon.dataplane.deliver import Delivery
 from vipcast.daemon.dataplane.loop import Loop, Timer
 from vipcast.daemon.dataplane.outbound import Outbound
@@ -256,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    scheduling.normal()  # the relay must never delay the election's real-time timers
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when we stop
     signal.signal(signal.SIGTERM, lambda *_: None)
     control = socket.socket(fileno=args.control_fd)
