@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.lab.nodes import VipcastNode, start_node  # noqa: E402
 from tests.lab.wait import wait_until  # noqa: E402
+
 from vipcast.lab.site import VIP, Lab, Site, build_site  # noqa: E402
 
 FEEDS = [{"name": "load", "port": 8600, "deliver": ["127.0.0.1:9600"]}]
@@ -96,10 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         print(
             f"{r['rate']:>10,.0f} {r['sent']:>9,} {r['flaps']:>5} {'/'.join(r['states']):>16} "
-            f"{str(r['lateness_ms']):>26} {str(r['delivered']):>20} {str(r['lost']):>8}"
+            f"{r['lateness_ms']!s:>26} {r['delivered']!s:>20} {r['lost']!s:>8}"
         )
     idle, busy = rows
-    ratio = max(busy["lateness_ms"]) / max(max(idle["lateness_ms"]), 1e-3)
+    ratio = max(busy["lateness_ms"]) / max(*idle["lateness_ms"], 1e-3)
     print(f"worst timer lateness under relay load / idle: {ratio:.2f}x")
     return 0 if busy["flaps"] == 0 else 1
 
