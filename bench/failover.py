@@ -20,10 +20,12 @@ router's ARP entry for the VIP points at node1 (``ip -json neigh``) the master f
 The outage is the longest gap in the merged arrival stream of both receivers; lost is
 how many numbered datagrams arrived nowhere.
 
-Announcements, made comparable: both send their first gratuitous ARP as they take
-over. keepalived keeps its defaults (5 GARPs back to back, vrrp_garp_interval 0) but
+Made comparable: both send their first gratuitous ARP as they take over. keepalived
+keeps its defaults (5 GARPs back to back, vrrp_garp_interval 0) but
 ``vrrp_garp_master_delay 0`` drops its second block 5 s later (after the run anyway);
-vipcast uses its defaults (5 GARPs, request and reply, 50 ms apart).
+vipcast uses its defaults (5 GARPs, request and reply, 50 ms apart). vipcast's election
+process asks for SCHED_RR priority 1 by itself (vipcast.daemon.scheduling); keepalived
+gets the same with ``vrrp_rt_priority 1``.
 
 Soak: two daemons at 10 ms adverts while two busy loops (which exit by themselves after
 the soak) saturate both cores; counts the state changes after convergence (want 0), the
@@ -38,6 +40,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import math
 import os
 import signal
 import socket
@@ -77,7 +80,10 @@ IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 ETH_P_IP = 0x0800
 ETH_P_ALL = 0x0003  # outgoing frames reach only ETH_P_ALL packet sockets
-KEEPALIVED_GARP = ("vrrp_garp_master_delay 0",)  # no second GARP block 5 s later
+KEEPALIVED_GLOBALS = (
+    "vrrp_garp_master_delay 0",  # no second GARP block 5 s later (after the run anyway)
+    "vrrp_rt_priority 1",  # SCHED_RR 1 for the VRRP process, as vipcast's election asks
+)
 VIPCAST_VIP = {"garp_count": 5, "garp_interval": 0.05, "garp_form": "both"}  # its defaults
 HOG = (
     "import sys, time\n"
@@ -192,7 +198,7 @@ def start_pair(site: Site, impl: Impl, interval: float) -> tuple[Daemon, Daemon]
     peers: list[KeepalivedPeer] = []
     for i, priority in ((1, 150), (2, 100)):
         peer = start_peer(
-            site, i, priority=priority, advert_int=interval, extra_globals=KEEPALIVED_GARP
+            site, i, priority=priority, advert_int=interval, extra_globals=KEEPALIVED_GLOBALS
         )
         peer.wait_state("MASTER" if i == 1 else "BACKUP", first_election)
         peers.append(peer)
@@ -326,12 +332,15 @@ def assess(
     took_over = any(t > failed_at for t, _ in receivers[1].arrivals)
     ended = began + gap
     last_advert = max((t for t in adverts if t < ended), default=float("nan"))
+    lost = sent - len({n for _, n in arrivals})
+    if not lost:  # then the longest gap is the noise floor, not a takeover
+        last_advert = float("nan")
     return Outcome(
         impl=impl,
         failure=failure,
         interval=interval,
         outage_ms=gap * 1000,
-        lost=sent - len({n for _, n in arrivals}),
+        lost=lost,
         sent=sent,
         gap_after_failure_ms=(began - failed_at) * 1000,
         took_over=took_over,
@@ -361,7 +370,8 @@ def table(outcomes: Sequence[Outcome], intervals: Sequence[float]) -> str:
     """Markdown: one row per (interval, failure), vipcast and keepalived side by side."""
     lines = [
         "| advert_int | failure | vipcast outage ms | keepalived outage ms | ratio "
-        "| gap end after last advert ms (vipcast / keepalived) | noise floor ms |",
+        "| takeover: gap end after the last advert ms (vipcast / keepalived) "
+        "| noise floor ms |",
         "|---|---|---|---|---|---|---|",
     ]
     for interval in intervals:
@@ -388,7 +398,7 @@ def table(outcomes: Sequence[Outcome], intervals: Sequence[float]) -> str:
 
 
 def _median(outcomes: Sequence[Outcome], name: str) -> str:
-    values = [getattr(o, name) for o in outcomes]
+    values = [v for o in outcomes if not math.isnan(v := getattr(o, name))]
     return f"{statistics.median(values):.1f}" if values else "-"
 
 
