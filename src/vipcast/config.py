@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -130,6 +130,33 @@ class Config:
     tracks: tuple[TrackConfig, ...] = ()
     notify: tuple[str, ...] = ()
     notify_timeout: float = 10.0
+
+
+# --- writing (the demo and the test lab generate node files) -------------------
+
+
+def render_toml(
+    tables: Mapping[str, Mapping[str, Any]], feeds: Sequence[Mapping[str, Any]] = ()
+) -> str:
+    """A config file from plain values: ``[name]`` tables, then ``[[feed]]`` tables."""
+    lines = []
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    for feed in feeds:
+        lines.append("[[feed]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in feed.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
 
 
 # --- loading -----------------------------------------------------------------

@@ -10,30 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.lab.wait import wait_until
+from vipcast.config import render_toml
 from vipcast.daemon import control
 from vipcast.lab.process import NsProcess
 from vipcast.lab.site import VIP, Site
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return repr(value)
-
-
 def render_config(sections: dict[str, dict[str, Any]], feeds: Sequence[dict[str, Any]] = ()) -> str:
-    lines = []
-    for name, table in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {_toml(v)}" for k, v in table.items()]
-    for feed in feeds:
-        lines.append("[[feed]]")
-        lines += [f"{k} = {_toml(v)}" for k, v in feed.items()]
-    return "\n".join(lines) + "\n"
+    return render_toml(sections, feeds)
 
 
 @dataclass

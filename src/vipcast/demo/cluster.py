@@ -12,11 +12,12 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vipcast.config import render_toml
 from vipcast.daemon import control
 from vipcast.demo import statusfile
 from vipcast.lab.process import NsProcess
@@ -29,27 +30,6 @@ GROUP = "239.255.86.1:8601"
 FEED_NAME, FEED_PORT = "asterix", 8600
 APP_PORT = 9600
 RADAR_PORT = 8600  # the radar sends from this port too, as ASTERIX senders often do
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return repr(value)
-
-
-def render_config(sections: dict[str, dict[str, Any]], feeds: Sequence[dict[str, Any]]) -> str:
-    lines = []
-    for name, table in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {_toml(v)}" for k, v in table.items()]
-    for feed in feeds:
-        lines.append("[[feed]]")
-        lines += [f"{k} = {_toml(v)}" for k, v in feed.items()]
-    return "\n".join(lines) + "\n"
 
 
 def node_config(i: int, workdir: Path) -> str:
@@ -75,7 +55,7 @@ def node_config(i: int, workdir: Path) -> str:
         "deliver": [f"127.0.0.1:{APP_PORT}"],
         "mode": "envelope",
     }
-    return render_config(sections, [feed])
+    return render_toml(sections, [feed])
 
 
 @dataclass
