@@ -1,12 +1,16 @@
 """Relay throughput: vipcast against a plain Python recvfrom/sendto relay, in a namespace site.
 
     sudo .venv/bin/python bench/relay.py [--quick] [--rates 10000,50000] [--seconds 3]
+                                         [--mixed] [--only vipcast|plain] [--retries 2]
 
 The standard site (remote centre, router, switch, node1, node2). The remote centre
-sends 64-byte datagrams to VIP:8600 at a series of rates, each for a fixed time
-(``relay_peers.py send``: its own process, paced, UDP GSO). On each node an
-unchanged app (``relay_peers.py app``, its own process) counts what reaches
-UDP port 9600. Two relays are measured in turn, on the same site:
+sends datagrams to VIP:8600 at a series of rates, each for a fixed time
+(``relay_peers.py send``: its own process, paced, 64-byte datagrams by UDP GSO, or
+with ``--mixed`` 40..400-byte ones by ``sendmmsg``), numbered and stamped with
+CLOCK_MONOTONIC (one clock for every namespace). On each node an unchanged app
+(``relay_peers.py app``, its own process, a plain UDP socket on port 9600) counts
+what arrives and the latency (receive - send). Two relays are measured in turn, on
+the same site:
 
 * plain: the samplicator model in Python (one ``recvfrom``, one ``sendto`` per
   receiver) on node1, which is given the VIP by hand; copies go to 127.0.0.1:9600
@@ -15,16 +19,21 @@ UDP port 9600. Two relays are measured in turn, on the same site:
   LAN, payload delivery to 127.0.0.1:9600 on each node.
 
 Per rate: the rate the sender achieved, datagrams delivered at each node (loss %),
-CPU per datagram of the relay processes (utime + stime from /proc/PID/stat: for
-vipcast, the data-plane processes of both nodes; the main processes only elect),
-and the kernel's drop counts per socket (/proc/PID/net/udp). At the first rate the
-sender stamps each datagram with CLOCK_MONOTONIC (one clock for all namespaces)
-and the app on node1 computes receive - send; a direct path (remote -> app on
-node1's own address, no relay) measured the same way is subtracted to give the
-latency each relay adds. The headline is the highest rate delivered without loss
-to both apps.
+the higher p99 latency of the two apps, CPU per datagram of the relay processes
+(utime + stime from /proc/PID/stat; for vipcast the data-plane processes of both
+nodes: the main processes only elect), the whole machine's CPU per datagram
+(/proc/stat: sender, router, relays and apps), and the kernel's drops per socket
+(/proc/PID/net/udp). A direct path (remote -> the app at node1's own address, no
+relay) gives the latency each relay adds.
 
-Bounded: a fixed list of steps of fixed length; every process stops by itself.
+Headlines: the highest rate delivered without loss to both apps and kept up with
+(p99 under 50 ms: not by filling socket buffers that a longer step would overflow),
+and the highest rate without loss in a step.
+
+The machine may be shared: before each step the bench waits (at most a minute) for
+other processes to calm down, and runs a step again (``--retries``) when they used
+more than a tenth of a core meanwhile. Bounded: a fixed list of steps of fixed
+length; every process stops by itself.
 """
 
 from __future__ import annotations
@@ -206,7 +215,9 @@ class Step:
     cpu: float = 0.0  # seconds, relay processes
     drops: dict[str, int] = field(default_factory=dict)
     latency: dict[str, float] = field(default_factory=dict)  # at node1's app, us
+    latency2: dict[str, float] = field(default_factory=dict)  # at node2's app, us
     worst_p99: float = 0.0  # the higher p99 latency of the two apps, us
+    stalls: list[list[list[int]]] = field(default_factory=list)  # per app: late runs
     others: float = 0.0  # cores used by processes outside the site while sending
     machine: float = 0.0  # seconds, all CPUs busy (sender, router, relays, apps, others)
 
@@ -262,6 +273,8 @@ class Bench:
         step.cpu, step.machine = cpu, machine
         step.drops = {k: v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}
         step.latency = dict(reports[0].get("latency_us", {}))
+        step.latency2 = dict(reports[1].get("latency_us", {}))
+        step.stalls = [list(r.get("stalls", [])) for r in reports]
         step.worst_p99 = max(float(r.get("latency_us", {}).get("p99", 0.0)) for r in reports)
         step.others = busy / self.seconds
         return step
@@ -406,18 +419,23 @@ def cells(step: Step) -> str:
 
 
 def latency_lines(direct: Step, vip: Step, plain: Step) -> str:
+    """Latency at the first rate; "added" is over the direct path to node1's app."""
     lines = [
-        f"latency at {direct.rate:,}/s (us, receive - send at the app on node1):",
-        f"  {'path':8} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>7} {'max':>7} {'added p50':>10}"
-        f" {'added p99':>10}",
+        f"latency at {direct.rate:,}/s (us, receive - send at the app):",
+        f"  {'path':16} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>7} {'max':>7}"
+        f" {'added p50':>10} {'added p99':>10}",
     ]
-    for name, step in (("direct", direct), ("vipcast", vip), ("plain", plain)):
-        lat = step.latency
-        added50 = lat["p50"] - direct.latency["p50"]
-        added99 = lat["p99"] - direct.latency["p99"]
+    rows = [("direct, node1", direct.latency)]
+    for name, step in (("vipcast", vip), ("plain", plain)):
+        rows += [(f"{name}, node1", step.latency), (f"{name}, node2", step.latency2)]
+    base = direct.latency
+    for name, lat in rows:
+        if not lat:
+            continue
         lines.append(
-            f"  {name:8} {lat['p50']:7.0f} {lat['p90']:7.0f} {lat['p99']:7.0f} "
-            f"{lat['p999']:7.0f} {lat['max']:7.0f} {added50:10.0f} {added99:10.0f}"
+            f"  {name:16} {lat['p50']:7.0f} {lat['p90']:7.0f} {lat['p99']:7.0f} "
+            f"{lat['p999']:7.0f} {lat['max']:7.0f} {lat['p50'] - base['p50']:10.0f} "
+            f"{lat['p99'] - base['p99']:10.0f}"
         )
     return "\n".join(lines)
 

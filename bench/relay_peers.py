@@ -189,7 +189,22 @@ class Counts:
                 for q, f in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
             }
             out["latency_us"]["max"] = lat[-1] / 1e3
+            out["stalls"] = stalls(self.latency[step])
         return out
+
+
+def stalls(latencies: array.array[int], over_ns: int = 5_000_000) -> list[list[int]]:
+    """Runs of arrivals later than ``over_ns``: [first arrival index, count, worst us]."""
+    out: list[list[int]] = []
+    for i, ns in enumerate(latencies):
+        if ns <= over_ns:
+            continue
+        if out and out[-1][0] + out[-1][1] == i:
+            out[-1][1] += 1
+            out[-1][2] = max(out[-1][2], ns // 1000)
+        elif len(out) < 50:
+            out.append([i, 1, ns // 1000])
+    return out
 
 
 class _IoVec(ctypes.Structure):

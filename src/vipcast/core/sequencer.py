@@ -519,6 +519,8 @@ class _Feed:
 
     def next_timer(self) -> int | None:
         """The earliest time this feed needs ``timer``."""
+        if not self.pending and (self.current is None or not self.current.gaps):
+            return None  # the usual case, asked after every batch: no gap, nothing waiting
         times = [t for s in self._streams() if (t := s.next_due()) is not None]
         if self.deadline is not None and self.pending:
             times.append(self.deadline)

@@ -97,8 +97,10 @@ class Dataplane:
         self.receiver.on_readable()
         self._rearm_sequencer()
 
-    def _on_local_envelopes(self, envelopes: Sequence[bytes], source: tuple[str, int]) -> None:
-        self.receiver.accept_local(envelopes, source)
+    def _on_local_envelopes(
+        self, items: Sequence[bytes | env.Message], source: tuple[str, int]
+    ) -> None:
+        self.receiver.accept_local(items, source)
         self._rearm_sequencer()
 
     def _rearm_sequencer(self) -> None:

@@ -98,16 +98,18 @@ class ClusterReceiver:
         for delivery in self.deliveries.values():
             delivery.flush()
 
-    def accept_local(self, envelopes: Sequence[bytes], source: Endpoint) -> None:
-        """Envelopes this node's relay just sent from ``source`` (``Fanout.deliver_locally``).
+    def accept_local(self, items: Sequence[bytes | env.Message], source: Endpoint) -> None:
+        """What this node's relay just sent from ``source`` (``Fanout.deliver_locally``).
 
-        The same path as envelopes read from the socket, minus the read, and minus
-        the tag check: they never left this process.
+        The relay hands DATA over as messages (no encoding to undo) and control as
+        envelopes, decoded here without the tag check: none of it left this process.
         """
         now = time.monotonic_ns()
-        accept, decode = self.sequencer.accept, self._decode
-        for data in envelopes:
-            msg = decode(data, source, local=True)
+        accept, decode, admit = self.sequencer.accept, self._decode, self._admit
+        for item in items:
+            msg = (
+                decode(item, source, local=True) if isinstance(item, bytes) else admit(item, source)
+            )
             if msg is not None:
                 self._act(accept(msg, now), now)
         for delivery in self.deliveries.values():
@@ -122,6 +124,10 @@ class ClusterReceiver:
         except env.BadEnvelope as e:
             self._reject(e.reason, source, str(e))
             return None
+        return self._admit(msg, source)
+
+    def _admit(self, msg: env.Message, source: Endpoint) -> env.Message | None:
+        """A decoded message for the sequencer, or None; learns where relays are."""
         if isinstance(msg, env.Nack):
             return None
         if msg.feed not in self.deliveries:

@@ -33,8 +33,8 @@ SOCKET_BUFFER = 32 << 20
 HEARTBEAT_INTERVAL = 0.05  # seconds of silence before an idle feed sends a heartbeat
 
 
-LocalReceiver = Callable[[Sequence[bytes], Endpoint], None]
-"""Takes envelopes this node sent, with the address they were sent from."""
+LocalReceiver = Callable[[Sequence[bytes | env.Message], Endpoint], None]
+"""Takes what this node sent (envelopes, or the messages they encode) and its address."""
 
 
 class Fanout:
@@ -77,8 +77,17 @@ class Fanout:
         else:
             self.destinations = [d for d in self.destinations if not _same(d, own)]
 
-    def send(self, envelopes: Sequence[bytes]) -> int:
-        """Send every envelope to every destination; returns the failures."""
+    def send(
+        self, envelopes: Sequence[bytes], messages: Sequence[env.Message] | None = None
+    ) -> int:
+        """Send every envelope to every destination; returns the failures.
+
+        This node's receiver takes them first (as ``messages``, when the caller has
+        them: the envelopes decoded), so its apps do not wait behind the LAN sends,
+        which in a one-machine lab also wake the other nodes.
+        """
+        if self.local is not None:
+            self.local(envelopes if messages is None else messages, self.address)
         failed = 0
         for destination in self.destinations:
             result = self.sender.send(envelopes, destination)
@@ -86,8 +95,6 @@ class Fanout:
         if failed:
             self.errors += failed
             quiet.warning("fanout", "%d envelope sends failed (receiver down?)", failed)
-        if self.local is not None:
-            self.local(envelopes, self.address)
         return failed
 
     def send_to(self, envelopes: Sequence[bytes], destination: Endpoint) -> None:
@@ -120,6 +127,7 @@ class FeedRelay:
         udp.bind_freebind(self.sock, vip, feed.port)
         self.receiver = make_receiver(self.sock, batch=128, bufsize=env.MAX_UDP_PAYLOAD_V4)
         self.encoder = env.RecordEncoder((vip, feed.port))
+        self.destination: env.Address = (vip, feed.port)
         lan_v6 = ":" in fanout.destinations[0][0]
         self.budget = env.envelope_budget(cluster.mtu, lan_ipv6=lan_v6)
         self.max_payload = env.max_payload(cluster.mtu, lan_ipv6=lan_v6, auth=bool(self.key))
@@ -181,13 +189,24 @@ class FeedRelay:
     def _relay(self, batch: list[Received]) -> None:
         ingress = time.time_ns()
         encode, limit = self.encoder.encode, self.max_payload
-        records = [
-            encode(r.payload, r.source, ingress)  # copies the payload out of the receive buffer
-            for r in batch
-            if len(r.payload) <= limit or self._fits(len(r.payload))
-        ]
+        if self.fanout.local is None:
+            records = [
+                encode(r.payload, r.source, ingress)  # copies the payload out of the buffer
+                for r in batch
+                if len(r.payload) <= limit or self._fits(len(r.payload))
+            ]
+            if records:
+                self._send(records, None)
+            return
+        # this node's receiver takes the datagrams as they are, not re-decoded
+        records, datagrams, dst, new = [], [], self.destination, tuple.__new__
+        for r in batch:
+            if len(r.payload) <= limit or self._fits(len(r.payload)):
+                payload = bytes(r.payload)
+                records.append(encode(payload, r.source, ingress))
+                datagrams.append(new(env.Datagram, (r.source, dst, payload, ingress)))
         if records:
-            self._send(records)
+            self._send(records, datagrams)
 
     def _fits(self, size: int) -> bool:
         if size <= self.max_payload:
@@ -210,17 +229,24 @@ class FeedRelay:
         )
         return True
 
-    def _send(self, records: list[bytes]) -> None:
+    def _send(self, records: list[bytes], datagrams: list[env.Datagram] | None) -> None:
+        """Frame, buffer and send ``records``; ``datagrams`` (the same) for this node."""
         framer = self.framer
         assert framer is not None
         first = self.next_seq
-        envelopes, seq = [], first
+        envelopes, messages, seq = [], [], first
         for count in env.plan_batches([len(r) for r in records], self.budget, auth=bool(self.key)):
-            envelopes.append(framer.frame(seq, records[seq - first : seq - first + count]))
+            at = seq - first
+            envelopes.append(framer.frame(seq, records[at : at + count]))
+            if datagrams is not None:
+                chunk = tuple(datagrams[at : at + count])
+                messages.append(env.Data(framer.feed, framer.node, framer.session, seq, chunk))
             seq += count
         self.next_seq = seq
         self.buffer.extend(first, records, time.monotonic_ns())
-        self.stats.fanout_errors += self.fanout.send(envelopes)
+        self.stats.fanout_errors += self.fanout.send(
+            envelopes, messages if datagrams is not None else None
+        )
         self.stats.relayed += len(records)
         self.stats.envelopes += len(envelopes)
         self.last_sent = time.monotonic()
