@@ -3,9 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBS := iproute2 keepalived nftables tcpdump iputils-ping util-linux procps
+DEBS := iproute2 keepalived nftables tcpdump iputils-ping util-linux procps systemd
 # programs whose absence means a Debian package is missing
-DEB_PROGS := ip keepalived nft tcpdump ping nsenter pkill
+DEB_PROGS := ip keepalived nft tcpdump ping nsenter pkill systemd-analyze
 
 .PHONY: test demo lint typecheck unit bench deps debs clean
 

@@ -332,6 +332,9 @@ def progress(step: Step) -> str:
     drops = " ".join(f"{k}={v}" for k, v in sorted(step.drops.items()))
     lat = step.latency
     lat_text = f" p50 {lat['p50']:.0f} p99 {lat['p99']:.0f} us" if lat else ""
+    late = [run for runs in step.stalls for run in runs]
+    if late:  # arrivals over 5 ms late: how many runs, how long the worst
+        lat_text += f" late runs {len(late)} (worst {max(r[2] for r in late) / 1000:.1f} ms)"
     return (
         f"{step.rate:>7}/s sent {step.achieved:>9,.0f}/s delivered {delivered} of {step.sent}"
         f"  cpu {step.cpu_us:5.1f} us/dgram (machine {step.machine_us:5.1f}){lat_text}  {drops}"
