@@ -142,6 +142,9 @@ def test_vip_manager_follows_an_interface_re_created_under_the_same_name(lab: La
         ip(*create)
         assert vips.present() == set()
         assert vips.add() == [VIP4]
+        ip("link", "del", "vip0")
+        ip(*create)
+        assert vips.add() == [VIP4]  # the index it kept is gone: it looks again
     assert oracles.addresses(host, "vip0") == {VIP}
 
 

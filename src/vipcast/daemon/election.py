@@ -36,6 +36,7 @@ from vipcast.daemon.quietlog import QuietLogger
 from vipcast.linux import interfaces
 from vipcast.linux.announce import Announcer
 from vipcast.linux.privileges import require
+from vipcast.linux.timerfd import OneShot, make_timer
 from vipcast.linux.vip import LinkDown, LinkUp, NetlinkWatcher, VipManager, VipRemoved
 from vipcast.linux.vrrp_socket import RawAdvert, VrrpSocket
 
@@ -84,8 +85,8 @@ class Election:
         self.announcer: Announcer | None = None
         self.watcher: NetlinkWatcher | None = None
         self._loop = asyncio.get_event_loop()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._timer: OneShot | None = None  # made on first use, in the running loop
+        self._timer_at: float | None = None  # when it is armed for, None: not armed
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresh: asyncio.Task[None] | None = None
         self.lateness_max = 0.0
@@ -138,7 +139,7 @@ class Election:
 
     def _close(self) -> None:
         if self._timer:
-            self._timer.cancel()
+            self._timer.close()
         for task in [*self._tasks, self._refresh]:
             if task:
                 task.cancel()
@@ -225,12 +226,12 @@ class Election:
 
     def _on_timer(self) -> None:
         now = self._loop.time()
-        late = max(0.0, now - self._timer_at)
+        late = max(0.0, now - (self._timer_at or now))
         self.metrics.timer_lateness.observe(late)
         if late > self.lateness_max:
             self.lateness_max = late
             self.metrics.timer_lateness_max.set(late)
-        self._timer = None
+        self._timer_at = None
         self._apply(self.router.handle_timer(now))
 
     # --- health and operator inputs -----------------------------------------------
@@ -334,14 +335,15 @@ class Election:
 
     def _rearm(self) -> None:
         at = self.router.next_timer()
-        if self._timer is not None and at == self._timer_at:
+        if at == self._timer_at:
             return
-        if self._timer is not None:
+        if self._timer is None:
+            self._timer = make_timer(self._loop, self._on_timer)
+        self._timer_at = at
+        if at is None:
             self._timer.cancel()
-            self._timer = None
-        if at is not None:
-            self._timer_at = at
-            self._timer = self._loop.call_at(at, self._on_timer)
+        else:
+            self._timer.arm(at)
 
     def _send(self, action: SendAdvert) -> None:
         if self.sock is None:

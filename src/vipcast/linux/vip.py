@@ -68,6 +68,7 @@ class VipManager:
         self.ifname = ifname
         self.addresses = tuple(addresses)
         self._rtnl = Rtnl()
+        self._cached: int | None = None
         try:
             self._index()
         except BaseException:
@@ -76,20 +77,30 @@ class VipManager:
 
     def add(self) -> list[IPInterface]:
         """Put every VIP on the interface; returns those that were not there yet."""
-        added, index = [], self._index()
+        try:
+            return self._add(self._index(), stale_ok=True)
+        except OSError as exc:
+            if exc.errno != errno.ENODEV:
+                raise
+        return self._add(self._fresh_index(), stale_ok=False)  # re-created: a new index
+
+    def _add(self, index: int, *, stale_ok: bool) -> list[IPInterface]:
+        added = []
         for vip in self.addresses:
             try:
                 self._rtnl.add_address(index, vip, IFA_F_NODAD if vip.version == 6 else 0)
             except OSError as exc:
-                if exc.errno != errno.EEXIST:
-                    raise self._explain(exc, f"add {vip} to {self.ifname}") from exc
-                continue
+                if exc.errno == errno.EEXIST:
+                    continue
+                if exc.errno == errno.ENODEV and stale_ok:
+                    raise
+                raise self._explain(exc, f"add {vip} to {self.ifname}") from exc
             added.append(vip)
         return added
 
     def remove(self) -> list[IPInterface]:
         """Take every VIP off the interface; returns those that were there."""
-        removed, index = [], self._index()
+        removed, index = [], self._fresh_index()
         for vip in self.addresses:
             try:
                 self._rtnl.delete_address(index, vip)
@@ -102,15 +113,25 @@ class VipManager:
 
     def present(self) -> set[IPInterface]:
         """The VIPs (matched by address) the interface holds now."""
-        held = {a.interface.ip for a in self._rtnl.addresses(index=self._index())}
+        held = {a.interface.ip for a in self._rtnl.addresses(index=self._fresh_index())}
         return {vip for vip in self.addresses if vip.ip in held}
 
     def close(self) -> None:
         self._rtnl.close()
 
     def _index(self) -> int:
-        """Looked up on every call: an interface deleted and re-created changes index."""
-        return find_link(self._rtnl, self.ifname).index
+        """The interface's index, looked up once: a takeover's VIP add skips the lookup.
+
+        An interface deleted and re-created changes index; :meth:`add` then fails with
+        ENODEV and looks again. :meth:`remove` and :meth:`present` always look.
+        """
+        if self._cached is None:
+            self._cached = find_link(self._rtnl, self.ifname).index
+        return self._cached
+
+    def _fresh_index(self) -> int:
+        self._cached = None
+        return self._index()
 
     def __enter__(self) -> VipManager:
         return self
