@@ -63,11 +63,16 @@ def keepalived(site: Site, priority: int, **options: Any) -> KeepalivedPeer:
 def adverts_go_by(node: VipcastNode, key: str, count: int) -> None:
     """Wait until ``node`` has sent or received (``key``) ``count`` more adverts."""
     start = node.status()[key]
-    wait_until(
-        lambda: node.status()[key] >= start + count,
-        count * INTERVAL + 3,
-        what=f"{count} more {key} on node{node.index}",
-    )
+    try:
+        wait_until(
+            lambda: node.status()[key] >= start + count,
+            count * INTERVAL + 3,
+            what=f"{count} more {key} on node{node.index}",
+        )
+    except AssertionError as e:  # say what the node saw instead
+        status = node.status()
+        seen = {k: status.get(k) for k in ("state", "master", key, "rejected", "adverts_sent")}
+        raise AssertionError(f"{e}; from {start}: {seen}") from None
 
 
 def priority_zero_from(frames: list[Frame], source: str) -> list[Frame]:

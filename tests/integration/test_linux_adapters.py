@@ -320,6 +320,7 @@ def test_multicast_advert_reaches_the_peer_with_ttl_255_and_not_the_sender(site:
             got = wait_until(receiver.recv, 5, what="the advert at node2")
             frames = wait_until(lambda: _vrrp_frames(cap), 5, what="the advert on node2's wire")
         assert got == RawAdvert(message, NODE1, GROUP_V4, 255)
+        assert 0.0 <= got.age < 1.0  # stamped by the kernel on arrival
         assert sender.recv() is None  # multicast loop is off: we do not hear ourselves
         pkt = frames[0]
         assert (pkt.dst, pkt[IP].ttl, pkt[IP].tos, pkt[IP].src, pkt[IP].dst) == (

@@ -87,6 +87,8 @@ class Election:
         self._loop = asyncio.get_event_loop()
         self._timer: OneShot | None = None  # made on first use, in the running loop
         self._timer_at: float | None = None  # when it is armed for, None: not armed
+        self._adverts: dict[tuple[int, int, IPAddress], bytes] = {}  # see _advert
+        self._last_now = 0.0  # see _now
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresh: asyncio.Task[None] | None = None
         self.lateness_max = 0.0
@@ -122,7 +124,9 @@ class Election:
         self.watcher = NetlinkWatcher(ifname, self.cfg.vip.addresses)
         self._loop.add_reader(self.sock.fileno(), self._on_adverts)
         self._loop.add_reader(self.watcher.fileno(), self._on_netlink)
-        self._apply(self.router.start(self._loop.time()))
+        self._prepare_adverts()
+        self.announcer.prepare([a.ip for a in self.cfg.vip.addresses], self.cfg.vip.garp_form)
+        self._apply(self.router.start(self._now()))
         if not interfaces.link_is_up(ifname):
             self.add_fault("link", f"link {ifname} down at start")
 
@@ -131,7 +135,7 @@ class Election:
         try:
             if self._drain is not None:
                 self._drain.cancel()
-            self._apply(self.router.shutdown(self._loop.time()))
+            self._apply(self.router.shutdown(self._now()))
         finally:
             self.vips.remove()
             self._tell_relay(False)
@@ -164,6 +168,15 @@ class Election:
 
     # --- inputs ------------------------------------------------------------------
 
+    def _now(self, age: float = 0.0) -> float:
+        """The core's clock: the loop's, less ``age`` (an advert's time since its arrival).
+
+        Never earlier than a time the core was already given: an advert read just after
+        a timer fired may have arrived before it, and the core sees time run forward only.
+        """
+        self._last_now = max(self._loop.time() - age, self._last_now)
+        return self._last_now
+
     def _on_adverts(self) -> None:
         assert self.sock is not None
         for _ in range(64):  # drain, but let the loop breathe under a flood
@@ -173,7 +186,8 @@ class Election:
             advert = self._validate(raw)
             if advert is not None:
                 self.metrics.adverts_received.inc()
-                self._apply(self.router.receive_advert(advert, raw.src, self._loop.time()))
+                now = self._now(raw.age)
+                self._apply(self.router.receive_advert(advert, raw.src, now))
 
     def _validate(self, raw: RawAdvert) -> Advert | None:
         """The checks that need the IP header, then the codec's own."""
@@ -225,7 +239,7 @@ class Election:
         self._announce_burst()
 
     def _on_timer(self) -> None:
-        now = self._loop.time()
+        now = self._now()
         late = max(0.0, now - (self._timer_at or now))
         self.metrics.timer_lateness.observe(late)
         if late > self.lateness_max:
@@ -241,7 +255,8 @@ class Election:
         if self.handed_over:
             priority = HANDOVER_PRIORITY
         if priority != self.router.priority:
-            self._apply(self.router.set_priority(priority, self._loop.time()))
+            self._apply(self.router.set_priority(priority, self._now()))
+            self._prepare_adverts()
 
     def restore_priority(self, priority: int) -> None:
         """Undo a handover (config reload): take part in elections normally again."""
@@ -253,11 +268,11 @@ class Election:
         first = not self.faults
         self.faults[source] = reason
         if first:
-            self._apply(self.router.set_fault(reason, self._loop.time()))
+            self._apply(self.router.set_fault(reason, self._now()))
 
     def remove_fault(self, source: str) -> None:
         if self.faults.pop(source, None) is not None and not self.faults:
-            self._apply(self.router.clear_fault(self._loop.time()))
+            self._apply(self.router.clear_fault(self._now()))
 
     # --- outputs -------------------------------------------------------------------
 
@@ -323,7 +338,7 @@ class Election:
         if self.router.state is not State.MASTER:
             raise RuntimeError(f"this node is {self.router.state.value}, not MASTER")
         self.handed_over = True
-        self._apply(self.router.handover(HANDOVER_PRIORITY, self._loop.time()))
+        self._apply(self.router.handover(HANDOVER_PRIORITY, self._now()))
         drain = self._drain
         if drain is not None:
             # a drain cancelled because nobody took over ends the wait, it is no error
@@ -348,18 +363,40 @@ class Election:
     def _send(self, action: SendAdvert) -> None:
         if self.sock is None:
             return
-        advert = Advert(
-            vrid=self.cfg.election.vrid,
-            priority=action.priority,
-            max_advert_int_cs=action.interval_cs,
-            addresses=tuple(a.ip for a in self.cfg.vip.addresses),
-        )
         for dst in self.sock.destinations():
+            if self.sock.send(self._advert(action.priority, action.interval_cs, dst), dst):
+                self.metrics.adverts_sent.inc()
+
+    def _advert(self, priority: int, interval_cs: int, dst: IPAddress) -> bytes:
+        """The encoded advert, made once per (priority, interval, destination).
+
+        A master sends the same bytes every interval, and a backup's first advert as
+        it takes over is on the wire before Python has encoded anything (``start``
+        prepares it): encoding costs ~0.2 ms, a few percent of a 10 ms-advert takeover.
+        """
+        key = (priority, interval_cs, dst)
+        message = self._adverts.get(key)
+        if message is None:
+            if len(self._adverts) >= 64:  # priorities come and go with health tracks
+                self._adverts.clear()
+            advert = Advert(
+                vrid=self.cfg.election.vrid,
+                priority=priority,
+                max_advert_int_cs=interval_cs,
+                addresses=tuple(a.ip for a in self.cfg.vip.addresses),
+            )
             message = codec.encode_advert(
                 advert, src=self.primary, dst=dst, checksum=self.cfg.election.checksum
             )
-            if self.sock.send(message, dst):
-                self.metrics.adverts_sent.inc()
+            self._adverts[key] = message
+        return message
+
+    def _prepare_adverts(self) -> None:
+        """Encode now the adverts a takeover at the current priority will send."""
+        if self.sock is not None:
+            interval_cs = self.router.params.advert_interval_cs
+            for dst in self.sock.destinations():
+                self._advert(self.router.priority, interval_cs, dst)
 
     def _transitioned(self, t: Transition) -> None:
         self.last_transition_wall = time.time()

@@ -15,6 +15,7 @@ import errno
 import itertools
 import os
 import socket
+import struct
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 IPInterface = IPv4Interface | IPv6Interface
 
+_NLMSG_SEQ = struct.Struct("=I")  # nlmsghdr: len u32, type u16, flags u16, seq u32 (at 8), pid
 IFF_UP = 0x1
 IFF_RUNNING = 0x40  # RFC 2863 operational state up: carrier and not dormant
 IFA_F_SECONDARY = 0x01
@@ -138,9 +140,30 @@ class Rtnl:
 
     def add_address(self, index: int, iface: IPInterface, flags: int = 0) -> None:
         """RTM_NEWADDR; raises ``OSError(EEXIST)`` when it is already there."""
+        self.send_encoded(self.encode_add_address(index, iface, flags))
+
+    @staticmethod
+    def encode_add_address(index: int, iface: IPInterface, flags: int = 0) -> bytes:
+        """The RTM_NEWADDR request :meth:`add_address` sends, for :meth:`send_encoded`.
+
+        pyroute2 takes ~0.1 ms to encode it (~0.35 ms the first time), the kernel
+        ~0.02 ms to act on it: a takeover's VIP add sends one encoded in advance.
+        """
         msg = _address_message(index, iface, flags)
         msg["attrs"].append(("IFA_FLAGS", flags))
-        self._request(msg, RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+        msg["header"]["type"] = RTM_NEWADDR
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+        msg.encode()
+        return bytes(msg.data)
+
+    def send_encoded(self, request: bytes) -> list[Any]:
+        """Send an encoded request under a new sequence number; its replies, or OSError."""
+        with self._lock:
+            seq = next(self._seq)
+            data = bytearray(request)
+            _NLMSG_SEQ.pack_into(data, 8, seq)
+            self._sock.send(data)
+            return list(self._replies(seq))
 
     def delete_address(self, index: int, iface: IPInterface) -> None:
         """RTM_DELADDR; raises ``OSError(EADDRNOTAVAIL)`` when it is not there."""

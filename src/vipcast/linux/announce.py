@@ -40,6 +40,7 @@ class Announcer:
         self.ifname = ifname
         self.mac = interfaces.mac_address(ifname)
         self.failures: Counter[str] = Counter()
+        self._frames: dict[tuple[tuple[Announceable, ...], Form], list[bytes]] = {}
         self._sock = self._open()
 
     def announce(self, addresses: Iterable[Announceable], form: Form = "both") -> int:
@@ -48,7 +49,15 @@ class Announcer:
         IPv4: a gratuitous ARP request, reply or both per address; IPv6: one unsolicited
         Neighbour Advertisement per address (``form`` does not apply).
         """
-        return sum(self._send(frame) for frame in self.frames(addresses, form))
+        return sum(self._send(frame) for frame in self.prepare(addresses, form))
+
+    def prepare(self, addresses: Iterable[Announceable], form: Form = "both") -> list[bytes]:
+        """:meth:`frames`, built once: a takeover's first announcement sends ready bytes."""
+        key = (tuple(addresses), form)
+        frames = self._frames.get(key)
+        if frames is None:  # a daemon has one set of VIPs: a handful of frames
+            frames = self._frames[key] = self.frames(key[0], form)
+        return frames
 
     def frames(self, addresses: Iterable[Announceable], form: Form = "both") -> list[bytes]:
         """The frames :meth:`announce` sends, in order."""

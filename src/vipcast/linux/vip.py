@@ -69,6 +69,7 @@ class VipManager:
         self.addresses = tuple(addresses)
         self._rtnl = Rtnl()
         self._cached: int | None = None
+        self._encoded: tuple[int, list[bytes]] = (-1, [])
         try:
             self._index()
         except BaseException:
@@ -86,9 +87,9 @@ class VipManager:
 
     def _add(self, index: int, *, stale_ok: bool) -> list[IPInterface]:
         added = []
-        for vip in self.addresses:
+        for vip, request in zip(self.addresses, self._requests(index), strict=True):
             try:
-                self._rtnl.add_address(index, vip, IFA_F_NODAD if vip.version == 6 else 0)
+                self._rtnl.send_encoded(request)
             except OSError as exc:
                 if exc.errno == errno.EEXIST:
                     continue
@@ -127,7 +128,18 @@ class VipManager:
         """
         if self._cached is None:
             self._cached = find_link(self._rtnl, self.ifname).index
+            self._requests(self._cached)
         return self._cached
+
+    def _requests(self, index: int) -> list[bytes]:
+        """The RTM_NEWADDR requests for ``index``, encoded once (see ``encode_add_address``)."""
+        if self._encoded[0] != index:
+            requests = [
+                self._rtnl.encode_add_address(index, vip, IFA_F_NODAD if vip.version == 6 else 0)
+                for vip in self.addresses
+            ]
+            self._encoded = (index, requests)
+        return self._encoded[1]
 
     def _fresh_index(self) -> int:
         self._cached = None

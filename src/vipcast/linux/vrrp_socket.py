@@ -17,9 +17,10 @@ import errno
 import logging
 import socket
 import struct
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
@@ -62,7 +63,15 @@ _IPV6_MREQ = struct.Struct("=16si")
 # struct in6_pktinfo (IPV6_PKTINFO both ways): address, ifindex
 _IN6_PKTINFO = struct.Struct("=16si")
 _HOPLIMIT = struct.Struct("=i")
-_ANCILLARY_SIZE = socket.CMSG_SPACE(_HOPLIMIT.size) + socket.CMSG_SPACE(_IN6_PKTINFO.size)
+# SO_TIMESTAMPNS: the kernel's receive time of each packet, a struct timespec (REALTIME)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("=qq")
+MAX_AGE = 1.0  # seconds; an older stamp means the wall clock was stepped meanwhile
+_ANCILLARY_SIZE = (
+    socket.CMSG_SPACE(_HOPLIMIT.size)
+    + socket.CMSG_SPACE(_IN6_PKTINFO.size)
+    + socket.CMSG_SPACE(_TIMESPEC.size)
+)
 _RECV_SIZE = 65535
 
 
@@ -74,6 +83,8 @@ class RawAdvert:
     src: IPAddress
     dst: IPAddress
     ttl: int  # TTL (IPv4) or hop limit (IPv6) as received; RFC 9568 wants 255
+    # seconds from the kernel's receipt to the read: timers count from the arrival
+    age: float = field(default=0.0, compare=False)
 
     def __repr__(self) -> str:
         return f"RawAdvert({self.src} -> {self.dst} ttl={self.ttl} payload={self.payload.hex()})"
@@ -185,6 +196,7 @@ class VrrpSocket:
 
     def _configure(self, sock: socket.socket) -> None:
         sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         with self._explained("bind the VRRP socket to the interface"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.ifname.encode())
         if self.version == 4:
@@ -229,7 +241,9 @@ class VrrpSocket:
         return str(dst), 0, 0, self.ifindex
 
     def _recv4(self) -> RawAdvert | None:
-        return parse_ipv4_untrusted(self._sock.recv(_RECV_SIZE))
+        data, ancillary, _flags, _addr = self._sock.recvmsg(_RECV_SIZE, _ANCILLARY_SIZE)
+        advert = parse_ipv4_untrusted(data)
+        return None if advert is None else replace(advert, age=_age(ancillary))
 
     def _recv6(self) -> RawAdvert | None:
         data, ancillary, flags, addr = self._sock.recvmsg(_RECV_SIZE, _ANCILLARY_SIZE)
@@ -239,7 +253,7 @@ class VrrpSocket:
         if hop_limit is None or dst is None:
             return None
         src = IPv6Address(addr[0].partition("%")[0])  # without the "%eth0" scope
-        return RawAdvert(data, src, dst, hop_limit)
+        return RawAdvert(data, src, dst, hop_limit, _age(ancillary))
 
 
 def parse_ipv4_untrusted(packet: bytes) -> RawAdvert | None:
@@ -258,6 +272,16 @@ def parse_ipv4_untrusted(packet: bytes) -> RawAdvert | None:
         return None
     src, dst = IPv4Address(packet[12:16]), IPv4Address(packet[16:20])
     return RawAdvert(packet[header_len:total_len], src, dst, packet[8])
+
+
+def _age(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """Seconds since the kernel stamped the packet (0 without a stamp), at most MAX_AGE."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(data)
+            stamp = float(sec) + float(nsec) / 1e9
+            return min(max(time.time() - stamp, 0.0), MAX_AGE)
+    return 0.0
 
 
 def _ipv6_ancillary(
