@@ -34,16 +34,20 @@ async def _fired_at(
 
 
 @pytest.mark.parametrize("make", KINDS)
-def test_fires_once_and_never_early(make: Factory) -> None:
+@pytest.mark.parametrize("offsets", [(0.02,), (0.01, 0.1)], ids=["armed", "re-armed"])
+def test_fires_once_and_never_before_the_last_time_armed(
+    make: Factory, offsets: tuple[float, ...]
+) -> None:
     armed: list[float] = []
 
     def arm(timer: OneShot, now: float) -> None:
-        armed.append(now + 0.02)
-        timer.arm(armed[0])
+        for offset in offsets:  # each arm replaces the one before
+            armed.append(now + offset)
+            timer.arm(armed[-1])
 
-    fired = asyncio.run(_fired_at(make, arm, 0.3))
+    fired = asyncio.run(_fired_at(make, arm, 0.4))
     assert len(fired) == 1
-    assert fired[0] >= armed[0]
+    assert fired[0] >= armed[-1]
 
 
 @pytest.mark.parametrize("make", KINDS)
@@ -53,20 +57,6 @@ def test_a_cancelled_timer_does_not_fire(make: Factory) -> None:
         timer.cancel()
 
     assert asyncio.run(_fired_at(make, arm, 0.2)) == []
-
-
-@pytest.mark.parametrize("make", KINDS)
-def test_re_arming_replaces_the_earlier_time(make: Factory) -> None:
-    later: list[float] = []
-
-    def arm(timer: OneShot, now: float) -> None:
-        timer.arm(now + 0.01)
-        later.append(now + 0.1)
-        timer.arm(later[0])
-
-    fired = asyncio.run(_fired_at(make, arm, 0.4))
-    assert len(fired) == 1
-    assert fired[0] >= later[0]
 
 
 @pytest.mark.parametrize("make", KINDS)
