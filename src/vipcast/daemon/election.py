@@ -240,7 +240,7 @@ class Election:
 
     def _on_timer(self) -> None:
         now = self._now()
-        late = max(0.0, now - (self._timer_at or now))
+        late = 0.0 if self._timer_at is None else max(0.0, now - self._timer_at)
         self.metrics.timer_lateness.observe(late)
         if late > self.lateness_max:
             self.lateness_max = late

@@ -68,26 +68,30 @@ class VipManager:
         self.ifname = ifname
         self.addresses = tuple(addresses)
         self._rtnl = Rtnl()
-        self._cached: int | None = None
-        self._encoded: tuple[int, list[bytes]] = (-1, [])
+        self._known: tuple[int, list[bytes]] | None = None  # see _lookup
         try:
-            self._index()
+            self._lookup()
         except BaseException:
             self._rtnl.close()
             raise
 
     def add(self) -> list[IPInterface]:
-        """Put every VIP on the interface; returns those that were not there yet."""
+        """Put every VIP on the interface; returns those that were not there yet.
+
+        Uses the index looked up last: a takeover's VIP add makes no lookup. An
+        interface deleted and re-created has a new index; the kernel then answers
+        ENODEV, and the add is made again after a fresh lookup.
+        """
         try:
-            return self._add(self._index(), stale_ok=True)
+            return self._add(*(self._known or self._lookup()), stale_ok=True)
         except OSError as exc:
             if exc.errno != errno.ENODEV:
                 raise
-        return self._add(self._fresh_index(), stale_ok=False)  # re-created: a new index
+        return self._add(*self._lookup(), stale_ok=False)
 
-    def _add(self, index: int, *, stale_ok: bool) -> list[IPInterface]:
+    def _add(self, index: int, requests: list[bytes], *, stale_ok: bool) -> list[IPInterface]:
         added = []
-        for vip, request in zip(self.addresses, self._requests(index), strict=True):
+        for vip, request in zip(self.addresses, requests, strict=True):
             try:
                 self._rtnl.send_encoded(request)
             except OSError as exc:
@@ -101,7 +105,7 @@ class VipManager:
 
     def remove(self) -> list[IPInterface]:
         """Take every VIP off the interface; returns those that were there."""
-        removed, index = [], self._fresh_index()
+        removed, (index, _) = [], self._lookup()
         for vip in self.addresses:
             try:
                 self._rtnl.delete_address(index, vip)
@@ -114,36 +118,28 @@ class VipManager:
 
     def present(self) -> set[IPInterface]:
         """The VIPs (matched by address) the interface holds now."""
-        held = {a.interface.ip for a in self._rtnl.addresses(index=self._fresh_index())}
+        index, _ = self._lookup()
+        held = {a.interface.ip for a in self._rtnl.addresses(index=index)}
         return {vip for vip in self.addresses if vip.ip in held}
 
     def close(self) -> None:
         self._rtnl.close()
 
-    def _index(self) -> int:
-        """The interface's index, looked up once: a takeover's VIP add skips the lookup.
+    def _lookup(self) -> tuple[int, list[bytes]]:
+        """The interface's index now, and the RTM_NEWADDR requests for it.
 
-        An interface deleted and re-created changes index; :meth:`add` then fails with
-        ENODEV and looks again. :meth:`remove` and :meth:`present` always look.
+        The requests are encoded again only when the index changed (see
+        ``Rtnl.encode_add_address``); :meth:`add` keeps using what this returned last.
         """
-        if self._cached is None:
-            self._cached = find_link(self._rtnl, self.ifname).index
-            self._requests(self._cached)
-        return self._cached
-
-    def _requests(self, index: int) -> list[bytes]:
-        """The RTM_NEWADDR requests for ``index``, encoded once (see ``encode_add_address``)."""
-        if self._encoded[0] != index:
+        index = find_link(self._rtnl, self.ifname).index
+        if self._known is None or self._known[0] != index:
+            flags = [IFA_F_NODAD if vip.version == 6 else 0 for vip in self.addresses]
             requests = [
-                self._rtnl.encode_add_address(index, vip, IFA_F_NODAD if vip.version == 6 else 0)
-                for vip in self.addresses
+                self._rtnl.encode_add_address(index, vip, flag)
+                for vip, flag in zip(self.addresses, flags, strict=True)
             ]
-            self._encoded = (index, requests)
-        return self._encoded[1]
-
-    def _fresh_index(self) -> int:
-        self._cached = None
-        return self._index()
+            self._known = (index, requests)
+        return self._known
 
     def __enter__(self) -> VipManager:
         return self

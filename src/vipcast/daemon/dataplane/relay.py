@@ -189,24 +189,18 @@ class FeedRelay:
     def _relay(self, batch: list[Received]) -> None:
         ingress = time.time_ns()
         encode, limit = self.encoder.encode, self.max_payload
-        if self.fanout.local is None:
-            records = [
-                encode(r.payload, r.source, ingress)  # copies the payload out of the buffer
-                for r in batch
-                if len(r.payload) <= limit or self._fits(len(r.payload))
-            ]
-            if records:
-                self._send(records, None)
-            return
-        # this node's receiver takes the datagrams as they are, not re-decoded
+        # this node's receiver, if any, takes the datagrams as they are, not re-decoded
+        local = self.fanout.local is not None
         records, datagrams, dst, new = [], [], self.destination, tuple.__new__
         for r in batch:
-            if len(r.payload) <= limit or self._fits(len(r.payload)):
-                payload = bytes(r.payload)
-                records.append(encode(payload, r.source, ingress))
+            if len(r.payload) > limit and not self._fits(len(r.payload)):
+                continue
+            payload = bytes(r.payload) if local else r.payload
+            records.append(encode(payload, r.source, ingress))  # copies out of the buffer
+            if local:
                 datagrams.append(new(env.Datagram, (r.source, dst, payload, ingress)))
         if records:
-            self._send(records, datagrams)
+            self._send(records, datagrams if local else None)
 
     def _fits(self, size: int) -> bool:
         if size <= self.max_payload:
@@ -234,19 +228,18 @@ class FeedRelay:
         framer = self.framer
         assert framer is not None
         first = self.next_seq
-        envelopes, messages, seq = [], [], first
+        envelopes, seq = [], first
+        messages: list[env.Message] | None = None if datagrams is None else []
         for count in env.plan_batches([len(r) for r in records], self.budget, auth=bool(self.key)):
             at = seq - first
             envelopes.append(framer.frame(seq, records[at : at + count]))
-            if datagrams is not None:
+            if messages is not None and datagrams is not None:
                 chunk = tuple(datagrams[at : at + count])
                 messages.append(env.Data(framer.feed, framer.node, framer.session, seq, chunk))
             seq += count
         self.next_seq = seq
         self.buffer.extend(first, records, time.monotonic_ns())
-        self.stats.fanout_errors += self.fanout.send(
-            envelopes, messages if datagrams is not None else None
-        )
+        self.stats.fanout_errors += self.fanout.send(envelopes, messages)
         self.stats.relayed += len(records)
         self.stats.envelopes += len(envelopes)
         self.last_sent = time.monotonic()
