@@ -146,3 +146,35 @@ class NackLimiter:
         if len(self._buckets) > self.max_peers:
             del self._buckets[next(iter(self._buckets))]
         return granted
+
+
+class ByteBudget:
+    """Token buckets in bytes, one per requester: what NACKs may draw from a relay.
+
+    ``rate`` bytes per second, up to ``burst`` at once, at most ``max_peers``
+    requesters tracked. With the datagram bound of :class:`NackLimiter` it caps
+    what any one receiver (or anyone spoofing its address) can make a relay send.
+    """
+
+    def __init__(
+        self, rate: float = 8 * 2**20, burst: int = 1 << 20, max_peers: int = 1024
+    ) -> None:
+        if rate <= 0 or burst < 1 or max_peers < 1:
+            raise ValueError("rate, burst and max_peers must be positive")
+        self.rate, self.burst, self.max_peers = rate, burst, max_peers
+        self._buckets: dict[object, tuple[float, int]] = {}
+
+    def take(self, peer: object, sizes: Sequence[int], now: int) -> int:
+        """How many of the records of ``sizes`` bytes, from the first, ``peer`` may have."""
+        tokens, then = self._buckets.pop(peer, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + max(0, now - then) * self.rate / 1e9)
+        taken = 0
+        for size in sizes:
+            if size > tokens:
+                break
+            tokens -= size
+            taken += 1
+        self._buckets[peer] = (tokens, now)
+        if len(self._buckets) > self.max_peers:
+            del self._buckets[next(iter(self._buckets))]
+        return taken

@@ -1,18 +1,34 @@
 """Receive-side sequencing: every node delivers the same datagrams in the same order.
 
-Pure, MoldUDP64-style: ``accept(message, now)`` and ``handle_timer(now)`` return
-actions; ``next_timer()`` says when to call ``handle_timer`` again. ``now`` is a
-monotonic clock in nanoseconds. The rules are in ``docs/protocol.md``
-("Envelope (LAN protocol)"); in short, per feed:
+Pure, MoldUDP64-style: ``accept(message, relay, now)``, ``set_leader(relay, now)``
+and ``handle_timer(now)`` return actions; ``next_timer()`` says when to call
+``handle_timer`` again. ``now`` is a monotonic clock in nanoseconds; ``relay`` is
+the host a message came from. The rules are in ``docs/protocol.md`` ("Envelope
+(LAN protocol)") and ``docs/architecture.md`` ("The session model"); in short,
+per feed:
 
-* A node with no history of a feed joins at the live edge: the first sequence
-  number it sees (or the one after a heartbeat's) is where it starts.
-* Once it follows a feed, every later session is delivered from sequence 1,
-  after the previous session's last datagram (make-before-break merge). A newer
-  session that appears while the current one has not ended is held for
-  ``takeover_grace_ns`` (its END_OF_SESSION may be on its way); then the current
-  session's outstanding gaps are reported lost and delivery switches.
-* Sessions with an id at or below the newest one started are stale: ignored.
+* **The election decides whom to follow.** Delivery follows the sessions of the
+  relay the election sees as master (the *leader*), not the newest session id:
+  an old master that resumes, a relay that restarts, a side of a healed split
+  are all followed, or ended cleanly, by the same rules.
+* A node with no history of a feed joins at the live edge. Once it follows a
+  feed, every later session of the leader is delivered from sequence 1 (or from
+  where this node left it, when it comes back), after the current session's
+  last datagram (make-before-break merge).
+* The current session may come from a former leader: it is delivered to its end
+  (END_OF_SESSION), or, while the leader's session waits, for ``takeover_grace_ns``
+  (``handover_grace_ns`` if it announced a planned handover); then its
+  outstanding gaps are reported lost and delivery switches. A session of the
+  leader's own relay that falls silent while a newer one of the same relay is
+  heard is left the same way (the relay restarted).
+* Sessions of other relays (a split brain, seen after the heal) are never
+  delivered: what they carried is reported, as a :class:`SplitBrain` and a lost
+  range, once they end or fall silent.
+* Nothing one packet claims is believed at once if it is implausible: a sequence
+  number more than ``max_jump`` beyond what is known must be repeated for
+  ``confirm_ns`` first; an end before datagrams already held is ignored, and data
+  after a claimed end withdraws the claim; a pending session that falls silent is
+  dropped; UNAVAILABLE "not sent" withdraws a claimed tail.
 * Gaps are requested (``RequestRetransmit``) every ``retry_interval_ns``; after
   ``max_tries`` requests in a row bring nothing back they are reported
   (``GapUnrecoverable``) and skipped; also on UNAVAILABLE, and when more than
@@ -25,6 +41,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, fields
 from typing import Final, NamedTuple
 
+from vipcast.core import timing
 from vipcast.core.envelope import (
     Data,
     Datagram,
@@ -33,6 +50,7 @@ from vipcast.core.envelope import (
     Message,
     Nack,
     Unavailable,
+    UnavailableReason,
 )
 
 
@@ -41,21 +59,28 @@ class SequencerConfig:
     """Tuning; times in nanoseconds."""
 
     window: int = 4096  # datagrams held per feed waiting for a gap or a session merge
-    retry_interval_ns: int = 20_000_000  # between two requests for one gap
+    retry_interval_ns: int = timing.RETRY_INTERVAL_NS  # between two requests for one gap
     max_tries: int = 5  # unanswered requests per gap before it is given up
     request_delay_ns: int = 0  # wait before the first request (tolerate reordering)
     max_request: int = 4096  # datagrams asked for in one request
-    takeover_grace_ns: int = 10_000_000  # hold a new session this long for the old one's end
-    handover_grace_ns: int = 2_000_000_000  # ... this long if the old one said it is closing
+    takeover_grace_ns: int = timing.TAKEOVER_GRACE_NS
+    handover_grace_ns: int = timing.HANDOVER_GRACE_NS
+    max_jump: int = 65536  # a claim further ahead than this must be confirmed
+    confirm_ns: int = timing.CONFIRM_NS
+    silence_ns: int = timing.SILENCE_NS
+    max_sessions: int = 64  # sessions remembered per feed (past and other relays')
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.max_tries < 1 or self.max_request < 1:
-            raise ValueError("window, max_tries and max_request must be >= 1")
+        counts = (self.window, self.max_tries, self.max_request, self.max_jump, self.max_sessions)
+        if min(counts) < 1:
+            raise ValueError("window, max_tries, max_request, max_jump, max_sessions must be >= 1")
         times = (
             self.retry_interval_ns,
             self.request_delay_ns,
             self.takeover_grace_ns,
             self.handover_grace_ns,
+            self.confirm_ns,
+            self.silence_ns,
         )
         if min(times) < 0:
             raise ValueError("times must be >= 0")
@@ -93,7 +118,8 @@ class GapUnrecoverable:
 
     Emitted at the gap's place in the delivery order. ``reason``: "unavailable"
     (the relay said so), "tries" (no answer), "window" (too much waiting behind
-    it), "failover" (a newer session took over before the gap was filled).
+    it), "failover" (a newer session took over before the gap was filled), "split" (the
+    datagrams went to another relay's session during a split brain).
     """
 
     feed: int
@@ -108,7 +134,8 @@ class SessionStarted:
     """Delivery of ``feed`` now follows ``session`` from ``first_seq``.
 
     ``reason``: "join" (first session this node sees: live edge), "successor"
-    (the previous session ended cleanly), "takeover" (it did not).
+    (the previous session ended cleanly), "takeover" (it did not), "resume" (a
+    session this node left earlier, continued from where it left it).
     """
 
     feed: int
@@ -118,7 +145,25 @@ class SessionStarted:
     reason: str
 
 
-Action = Deliver | RequestRetransmit | GapUnrecoverable | SessionStarted
+@dataclass(frozen=True, slots=True)
+class SplitBrain:
+    """Relay ``relay`` ran session ``session`` while this node followed ``leader``.
+
+    Its datagrams ``first``..``last`` reached another side of a split, not this
+    node's apps; a :class:`GapUnrecoverable` (reason "split") reports them lost.
+    ``leader_session`` is the session this node was delivering (0: none).
+    """
+
+    feed: int
+    leader: str | None
+    leader_session: int
+    relay: str
+    session: int
+    first: int
+    last: int
+
+
+Action = Deliver | RequestRetransmit | GapUnrecoverable | SessionStarted | SplitBrain
 
 _new: Final = tuple.__new__  # builds a Deliver without a Python frame (hot path)
 
@@ -134,8 +179,13 @@ class Counters:
     reordered: int = 0  # gap filled by a late original
     unrecoverable: int = 0  # reported lost
     late: int = 0  # arrived after its gap was reported lost
-    stale: int = 0  # messages of old sessions, and datagrams past a session's end
+    stale: int = 0  # messages of sessions already delivered to their end
     requests: int = 0  # RequestRetransmit actions
+    implausible: int = 0  # claims not believed (far jumps, ends before held data, ...)
+    withdrawn: int = 0  # claims taken back (data after an end, "not sent" tails)
+    wrong_relay: int = 0  # a session's messages from another host than its relay's
+    not_leader: int = 0  # messages of relays other than the leader's (not delivered)
+    split_brains: int = 0  # sessions of another relay found after a split
 
     def add(self, other: Counters) -> None:
         """Add ``other``'s counts to these."""
@@ -160,8 +210,41 @@ def _gap_first(gap: _Gap) -> int:
     return gap.first
 
 
+def _top(msg: Message) -> int:
+    """The highest sequence number a message says exists (0 for UNAVAILABLE)."""
+    if isinstance(msg, Data):
+        return msg.first_seq + len(msg.datagrams) - 1
+    if isinstance(msg, Heartbeat | EndOfSession):
+        return msg.last_seq
+    return 0
+
+
+class _Claims:
+    """Believes a far jump only once it has been repeated for ``confirm_ns``.
+
+    A relay that really is far ahead (a session resumed after a long split) keeps
+    saying so in every message; one forged packet says it once.
+    """
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since: int | None = None
+
+    def believe(self, top: int, known: int, cfg: SequencerConfig, now: int) -> bool:
+        if top <= known + cfg.max_jump:
+            self.since = None
+            return True
+        if self.since is None:
+            self.since = now
+        if now - self.since < cfg.confirm_ns:
+            return False
+        self.since = None
+        return True
+
+
 class _Stream:
-    """One (feed, session): reorder buffer, gaps, and its output in delivery order.
+    """One (feed, session) of one relay: reorder buffer, gaps, output in delivery order.
 
     Invariant: every number in ``next``..``high`` is either held or in exactly
     one gap, and ``next`` is the first number of ``gaps[0]`` when ``next <= high``.
@@ -169,10 +252,12 @@ class _Stream:
 
     __slots__ = (
         "cfg",
+        "claims",
         "closing",
         "counters",
         "feed",
         "gaps",
+        "heard",
         "held",
         "high",
         "last",
@@ -180,14 +265,24 @@ class _Stream:
         "next_session",
         "node",
         "out",
+        "relay",
         "session",
         "start",
+        "why",
     )
 
     def __init__(
-        self, feed: int, msg: Message, start: int, cfg: SequencerConfig, counters: Counters
+        self,
+        feed: int,
+        session: int,
+        node: int,
+        relay: str,
+        start: int,
+        cfg: SequencerConfig,
+        counters: Counters,
+        now: int,
     ) -> None:
-        self.feed, self.session, self.node = feed, msg.session, msg.node
+        self.feed, self.session, self.node, self.relay = feed, session, node, relay
         self.cfg, self.counters = cfg, counters
         self.start = start  # the first number delivered
         self.next = start  # next number to deliver
@@ -198,6 +293,9 @@ class _Stream:
         self.held: dict[int, Datagram] = {}
         self.gaps: list[_Gap] = []
         self.out: list[Action] = []
+        self.heard = now  # when a message of it last arrived
+        self.claims = _Claims()
+        self.why = ""  # SessionStarted reason when it is not the feed's usual one
 
     @property
     def complete(self) -> bool:
@@ -207,6 +305,28 @@ class _Stream:
     def backlog(self) -> int:
         """Datagrams this stream holds (out of order, or ready but not yet released)."""
         return len(self.held) + len(self.out)
+
+    def silent(self, now: int) -> bool:
+        return now - self.heard >= self.cfg.silence_ns
+
+    def apply(self, msg: Message, now: int, acts: list[Action]) -> None:
+        """Take one message of this session (already routed here)."""
+        self.heard = now
+        top = _top(msg)
+        if top and not self.claims.believe(top, self.high, self.cfg, now):
+            self.counters.implausible += 1
+            return
+        if top > self.high + self.cfg.max_jump:  # confirmed: what its buffer lost is lost
+            self.skip(top - self.cfg.max_jump)
+        if isinstance(msg, Data):
+            self.data(msg.first_seq, msg.datagrams, msg.retransmission, now, acts)
+        elif isinstance(msg, Heartbeat):
+            self.extend(msg.last_seq, now, acts)
+            self.closing = self.closing or msg.closing
+        elif isinstance(msg, EndOfSession):
+            self.end(msg.last_seq, msg.next_session, now, acts)
+        elif isinstance(msg, Unavailable):
+            self.unavailable(msg.first_seq, msg.count, msg.reason)
 
     def data(
         self,
@@ -233,14 +353,20 @@ class _Stream:
         """The slow path: a datagram out of order, repeated, or past the end."""
         if seq < self.next or seq in self.held:
             self.counters.duplicates += 1
-        elif self.last is not None and seq > self.last:
-            self.counters.stale += 1
-        elif seq > self.high:
+            return
+        if self.last is not None and seq > self.last:
+            self.withdraw_end()  # data after the claimed end: the claim was false
+        if seq > self.high:
             self.extend(seq - 1, now, acts)
             self.high = seq
             self.held[seq] = datagram
+            self._drain()
         else:
             self._fill(seq, datagram, retrans)
+
+    def withdraw_end(self) -> None:
+        self.last, self.next_session = None, 0
+        self.counters.withdrawn += 1
 
     def _fill(self, seq: int, datagram: Datagram, retrans: bool) -> None:
         """``seq`` lies in a gap: take it (and deliver what it unblocks)."""
@@ -291,6 +417,15 @@ class _Stream:
         self.counters.unrecoverable += count
         self.next = gap.last + 1
 
+    def skip(self, upto: int) -> None:
+        """Numbers up to ``upto`` exist but are beyond any relay's buffer: lost."""
+        if upto > self.high:
+            gap = _Gap(self.high + 1, upto, 0)
+            gap.lost = "window"
+            self.gaps.append(gap)
+            self.high = upto
+            self._drain()
+
     def extend(self, last: int, now: int, acts: list[Action]) -> None:
         """Numbers up to ``last`` exist (a heartbeat, an end, a later datagram)."""
         if last > self.high:
@@ -302,9 +437,12 @@ class _Stream:
                 self._request(gap, now, acts)
 
     def end(self, last: int, next_session: int, now: int, acts: list[Action]) -> None:
-        """END_OF_SESSION: nothing follows ``last``."""
+        """END_OF_SESSION: nothing follows ``last`` (unless held datagrams prove otherwise)."""
+        if last < self.high:  # a relay's end is never before what it said it sent
+            self.counters.implausible += 1
+            return
         self.extend(last, now, acts)
-        self.last = self.high
+        self.last = last
         self.next_session = next_session or self.next_session
 
     def _request(self, gap: _Gap, now: int, acts: list[Action]) -> None:
@@ -314,8 +452,14 @@ class _Stream:
         gap.tries += 1
         gap.due = now + self.cfg.retry_interval_ns
 
-    def unavailable(self, first: int, count: int) -> None:
-        """The relay cannot resend ``first``..``first+count-1``: give those up."""
+    def unavailable(self, first: int, count: int, reason: UnavailableReason) -> None:
+        """The relay cannot resend ``first``..``first+count-1``: give those up.
+
+        "Not sent" beyond everything held withdraws a claimed tail instead: the
+        relay never numbered it (a forged heartbeat or end said it did).
+        """
+        if reason is UnavailableReason.NOT_SENT and self._withdraw_tail(first):
+            return
         last = first + count - 1
         self._split_at(first)
         self._split_at(last + 1)
@@ -323,6 +467,18 @@ class _Stream:
             if first <= gap.first and gap.last <= last and gap.lost is None:
                 gap.lost = "unavailable"
         self._drain()
+
+    def _withdraw_tail(self, first: int) -> bool:
+        if first > self.high or first < self.next or any(s >= first for s in self.held):
+            return False
+        self._split_at(first)
+        self.gaps = [g for g in self.gaps if g.first < first]
+        self.high = first - 1
+        if self.last is not None and self.last >= first:
+            self.withdraw_end()
+        else:
+            self.counters.withdrawn += 1
+        return True
 
     def _split_at(self, seq: int) -> None:
         """Make ``seq`` the first number of its gap, if it lies inside one."""
@@ -360,110 +516,258 @@ class _Stream:
         return found
 
 
+# ---------------------------------------------------------------- sessions not delivered
+
+
+class _Other:
+    """A session of a relay other than the leader's: tracked, never delivered.
+
+    Once it ends or falls silent, what it carried is reported (a split brain): its
+    datagrams reached another node's apps, or nobody's, but not this node's.
+    """
+
+    __slots__ = ("born", "claims", "ended", "heard", "high", "node", "relay", "session", "start")
+
+    def __init__(self, session: int, node: int, relay: str, start: int, now: int) -> None:
+        self.session, self.node, self.relay = session, node, relay
+        self.start, self.high = start, start - 1
+        self.ended = False
+        self.born = self.heard = now  # first and last heard
+        self.claims = _Claims()
+
+    def confirmed(self, cfg: SequencerConfig) -> bool:
+        """Heard for long enough to be a real relay's session, not one forged packet."""
+        return self.heard - self.born >= cfg.confirm_ns
+
+    def take(self, msg: Message, cfg: SequencerConfig, now: int) -> bool:
+        """Note what ``msg`` says of the session; False if it is not believed."""
+        self.heard = now
+        top = _top(msg)
+        if not top:
+            return True
+        if not self.claims.believe(top, self.high, cfg, now):
+            return False
+        self.high = max(self.high, top)
+        self.ended = self.ended or isinstance(msg, EndOfSession)
+        return True
+
+
+class _Past(NamedTuple):
+    """A session this node left: everything before ``next`` was delivered or reported."""
+
+    relay: str
+    next: int
+
+
 # ---------------------------------------------------------------- one feed
 
 
 class _Feed:
-    """The sessions of one feed: the one being delivered and newer ones held behind it."""
+    """The sessions of one feed: the one delivered, the leader's waiting, the others."""
 
-    def __init__(self, feed: int, cfg: SequencerConfig) -> None:
+    def __init__(self, feed: int, cfg: SequencerConfig, leader: str | None) -> None:
         self.feed, self.cfg = feed, cfg
         self.counters = Counters()
-        self.current: _Stream | None = None
-        self.pending: dict[int, _Stream] = {}
-        self.floor = 0  # newest session started or seen ended; anything not newer is stale
+        self.leader = leader  # the relay the election sees as master
+        self.current: _Stream | None = None  # the session being delivered
+        self.pending: dict[int, _Stream] = {}  # the leader's sessions waiting behind it
+        self.others: dict[int, _Other] = {}  # other relays' sessions, not delivered
+        self.past: dict[int, _Past] = {}  # sessions left, oldest first (bounded)
         self.followed = False  # seen anything: later sessions are delivered from 1
         self.after = "join"  # SessionStarted reason for the next session
         self.named = 0  # the successor named by the last END_OF_SESSION
-        self.deadline: int | None = None  # end of the current session's takeover grace
-        self.grace_from = 0  # when that grace began
+        self.grace_from: int | None = None  # since when the leader's session waits
 
-    def accept(self, msg: Message, now: int) -> list[Action]:
+    # --- inputs
+
+    def accept(self, msg: Message, relay: str, now: int) -> list[Action]:
         """Route one message to its session and settle the feed."""
         acts: list[Action] = []
-        stream = self._stream_for(msg, now, acts)
+        stream = self._route(msg, relay, now, acts)
         if stream is not None:
-            self._apply(stream, msg, now, acts)
+            stream.apply(msg, now, acts)
         self._settle(now, acts)
         return acts
 
-    def _stream_for(self, msg: Message, now: int, acts: list[Action]) -> _Stream | None:
-        """The stream of ``msg``'s session, opening one if the session is new."""
+    def set_leader(self, relay: str | None, now: int) -> list[Action]:
+        """The election sees a new master: follow its relay's sessions from now on."""
+        acts: list[Action] = []
+        if relay == self.leader:
+            return acts
+        self.leader = relay
+        for stream in [p for p in self.pending.values() if p.relay != relay]:
+            del self.pending[stream.session]  # a former leader's, never delivered
+            other = _Other(stream.session, stream.node, stream.relay, stream.start, stream.heard)
+            other.high = stream.high
+            self._keep_other(other, acts)
+        for other in [o for o in self.others.values() if o.relay == relay]:
+            del self.others[other.session]
+            self._enqueue(self._promote(other, now, acts), now, acts)
+        cur = self.current
+        if cur is not None and cur.relay == relay:
+            self.grace_from = None
+        self._arm_grace(now)
+        self._settle(now, acts)
+        return acts
+
+    def _route(self, msg: Message, relay: str, now: int, acts: list[Action]) -> _Stream | None:
+        """The stream ``msg`` belongs to, opening one if its session is new to us."""
         sid = msg.session
-        if self.current is not None and self.current.session == sid:
-            return self.current
-        stream = self.pending.get(sid)
-        if stream is not None:
-            return stream
+        cur = self.current
+        known: _Stream | _Other | None = (
+            cur if cur is not None and cur.session == sid else None
+        ) or (self.pending.get(sid) or self.others.get(sid))
+        if known is not None and known.relay != relay:
+            self.counters.wrong_relay += 1
+            return None
+        if isinstance(known, _Other):
+            self._note_other(known, msg, now, acts)
+            return None
+        if known is not None:
+            return known
+        return self._open(msg, relay, now, acts)
+
+    def _open(self, msg: Message, relay: str, now: int, acts: list[Action]) -> _Stream | None:
+        """A session new to this feed (or one left earlier): a stream, or a note of it."""
+        sid = msg.session
         unasked = isinstance(msg, Unavailable) or (isinstance(msg, Data) and msg.retransmission)
-        if sid <= self.floor or unasked:
+        past = self.past.get(sid)
+        if past is not None and past.relay != relay:
+            self.counters.wrong_relay += 1
+            return None
+        if unasked or (past is not None and _top(msg) < past.next):
             self.counters.stale += 1
             return None
-        return self._open(msg, now, acts) if self.followed else self._join(msg, now, acts)
-
-    def _join(self, msg: Message, now: int, acts: list[Action]) -> _Stream | None:
-        """The first session this node sees on the feed: start at the live edge."""
-        self.followed = True
-        if isinstance(msg, Data):
-            start = msg.first_seq
-        elif isinstance(msg, Heartbeat):
-            start = msg.last_seq + 1
-        else:  # its end: the next session is delivered from its start
-            self.floor, self.after = msg.session, "successor"
-            self.named = msg.next_session if isinstance(msg, EndOfSession) else 0
+        start, why = self._start_of(msg, relay, past)
+        if start is None:
             return None
-        stream = _Stream(self.feed, msg, start, self.cfg, self.counters)
-        self._start(stream, now, acts)
+        if relay != self.leader:
+            self.counters.not_leader += 1
+            other = _Other(sid, msg.node, relay, start, now)
+            self._keep_other(other, acts)
+            self._note_other(other, msg, now, acts)
+            return None
+        self.past.pop(sid, None)
+        stream = _Stream(self.feed, sid, msg.node, relay, start, self.cfg, self.counters, now)
+        stream.why = why
+        self._enqueue(stream, now, acts)
         return stream
 
-    def _open(self, msg: Message, now: int, acts: list[Action]) -> _Stream:
-        """A newer session on a feed this node follows: delivered from sequence 1."""
-        stream = _Stream(self.feed, msg, 1, self.cfg, self.counters)
+    def _start_of(self, msg: Message, relay: str, past: _Past | None) -> tuple[int | None, str]:
+        """Where delivery of a new session starts, and why; None: nothing to deliver."""
+        if past is not None:
+            return past.next, "resume"
+        if self.followed:
+            return 1, ""
+        if isinstance(msg, Data):
+            return msg.first_seq, ""
+        if isinstance(msg, Heartbeat):
+            return msg.last_seq + 1, ""
+        # its end, first: the next session is delivered from its start
+        self.followed, self.after = True, "successor"
+        if isinstance(msg, EndOfSession):
+            self.named = msg.next_session
+            self._remember(msg.session, _Past(relay, msg.last_seq + 1))
+        return None, ""
+
+    def _enqueue(self, stream: _Stream, now: int, acts: list[Action]) -> None:
+        """The leader's session: delivered now, or after the current one."""
+        self.followed = True
+        if self.current is not None and self.current.complete:
+            self._retire(self.current)
         if self.current is None:
             self._start(stream, now, acts)
         else:
             self.pending[stream.session] = stream
             self._arm_grace(now)
+
+    def _promote(self, other: _Other, now: int, acts: list[Action]) -> _Stream:
+        """An untracked session whose relay became the leader: delivered after all."""
+        stream = _Stream(
+            self.feed,
+            other.session,
+            other.node,
+            other.relay,
+            other.start,
+            self.cfg,
+            self.counters,
+            other.heard,
+        )
+        stream.extend(other.high, now, acts)
+        if other.ended:
+            stream.last = stream.high
         return stream
 
-    def _arm_grace(self, now: int) -> None:
-        """A newer session waits: the current one has until the deadline to end."""
+    # --- other relays' sessions
+
+    def _keep_other(self, other: _Other, acts: list[Action]) -> None:
+        self.others[other.session] = other
+        while len(self.others) > self.cfg.max_sessions:
+            self._report_other(self.others[next(iter(self.others))], acts)
+
+    def _note_other(self, other: _Other, msg: Message, now: int, acts: list[Action]) -> None:
+        if not other.take(msg, self.cfg, now):
+            self.counters.implausible += 1
+        elif other.ended and other.confirmed(self.cfg):
+            self._report_other(other, acts)
+
+    def _report_other(self, other: _Other, acts: list[Action]) -> None:
+        """A session delivered elsewhere (or nowhere) during a split: report it here."""
+        del self.others[other.session]
+        self._remember(other.session, _Past(other.relay, other.high + 1))
+        count = other.high - other.start + 1
+        if not other.confirmed(self.cfg):
+            self.counters.implausible += 1  # heard once: a forgery, or too little to tell
+            return
+        if count < 1 or self.leader is None:
+            return
         cur = self.current
-        if self.deadline is None and cur is not None and cur.last is None:
+        acts.append(
+            SplitBrain(
+                self.feed,
+                self.leader,
+                cur.session if cur else 0,
+                other.relay,
+                other.session,
+                other.start,
+                other.high,
+            )
+        )
+        acts.append(GapUnrecoverable(self.feed, other.session, other.start, count, "split"))
+        self.counters.split_brains += 1
+        self.counters.unrecoverable += count
+
+    def _remember(self, session: int, past: _Past) -> None:
+        self.past.pop(session, None)
+        self.past[session] = past
+        while len(self.past) > self.cfg.max_sessions:
+            del self.past[next(iter(self.past))]
+
+    # --- the session being delivered
+
+    def _arm_grace(self, now: int) -> None:
+        """The leader's session waits for one of a former leader: the grace runs."""
+        cur = self.current
+        if (
+            self.grace_from is None
+            and self.pending
+            and cur is not None
+            and cur.last is None
+            and cur.relay != self.leader
+        ):
             self.grace_from = now
-            self.deadline = now + self._grace(cur)
 
     def _grace(self, cur: _Stream) -> int:
         """Long for a session closing in a planned handover, short after a crash."""
         return self.cfg.handover_grace_ns if cur.closing else self.cfg.takeover_grace_ns
 
     def _start(self, stream: _Stream, now: int, acts: list[Action]) -> None:
-        """Make ``stream`` the session being delivered; drop pending ones it supersedes."""
+        """Make ``stream`` the session being delivered."""
         self.pending.pop(stream.session, None)
-        self.current, self.floor, self.deadline = stream, stream.session, None
-        for old in [p for p in self.pending.values() if p.session < stream.session]:
-            self.counters.stale += old.backlog()
-            del self.pending[old.session]
-        start = SessionStarted(self.feed, stream.session, stream.node, stream.start, self.after)
-        acts.append(start)
-        if self.pending:
-            self._arm_grace(now)
-
-    def _apply(self, stream: _Stream, msg: Message, now: int, acts: list[Action]) -> None:
-        if isinstance(msg, Data):
-            stream.data(msg.first_seq, msg.datagrams, msg.retransmission, now, acts)
-        elif isinstance(msg, Heartbeat):
-            stream.extend(msg.last_seq, now, acts)
-            if msg.closing and not stream.closing:
-                stream.closing = True
-                if stream is self.current and self.deadline is not None:
-                    self.deadline = self.grace_from + self._grace(stream)
-        elif isinstance(msg, EndOfSession):
-            stream.end(msg.last_seq, msg.next_session, now, acts)
-            if stream is self.current:
-                self.deadline = None
-        elif isinstance(msg, Unavailable):
-            stream.unavailable(msg.first_seq, msg.count)
+        self.current, self.grace_from = stream, None
+        reason = stream.why or self.after
+        acts.append(SessionStarted(self.feed, stream.session, stream.node, stream.start, reason))
+        self._arm_grace(now)
 
     def _settle(self, now: int, acts: list[Action]) -> None:
         """Release the current session's output; end, abandon and promote sessions."""
@@ -481,16 +785,19 @@ class _Feed:
                 cur.give_up(abandon, all_gaps=True)
             acts.extend(cur.out)
             cur.out.clear()
-            if not cur.complete and abandon is None:
+            if abandon is None and not (cur.complete and self.pending):
                 return
             self._retire(cur)
 
     def _abandon_reason(self, cur: _Stream, now: int) -> str | None:
-        """Why the current session must give up its gaps now, if a newer one waits."""
+        """Why the current session must give up its gaps now, if the leader's waits."""
         if not self.pending:
             return None
-        if cur.last is None and self.deadline is not None and now >= self.deadline:
-            return "failover"
+        if cur.last is None:
+            if self.grace_from is not None and now >= self.grace_from + self._grace(cur):
+                return "failover"
+            if cur.relay == self.leader and cur.silent(now):
+                return "failover"  # the leader's relay restarted under a new session
         if sum(p.backlog() for p in self.pending.values()) > self.cfg.window:
             return "window"
         return None
@@ -499,18 +806,29 @@ class _Feed:
         """The current session is over: the next one starts from the pending."""
         self.after = "successor" if cur.last is not None else "takeover"
         self.named = cur.next_session
-        self.current, self.deadline = None, None
+        self._remember(cur.session, _Past(cur.relay, cur.next))
+        self.current, self.grace_from = None, None
 
     def _successor(self) -> _Stream:
         """The pending session to deliver next: the one named, else the oldest."""
         named = self.pending.get(self.named)
         return named if named is not None else self.pending[min(self.pending)]
 
+    # --- time
+
     def timer(self, now: int) -> list[Action]:
-        """Run due requests of every session, then settle."""
+        """Run due requests, drop silent waiting sessions, report silent others, settle."""
         acts: list[Action] = []
         for stream in self._streams():
             stream.timer(now, acts)
+        for stream in [p for p in self.pending.values() if p.silent(now)]:
+            del self.pending[stream.session]  # never delivered: a forgery, or gone at once
+            self.counters.stale += stream.backlog()
+            self._remember(stream.session, _Past(stream.relay, stream.start))
+        if not self.pending:
+            self.grace_from = None
+        for other in [o for o in self.others.values() if now - o.heard >= self.cfg.silence_ns]:
+            self._report_other(other, acts)
         self._settle(now, acts)
         return acts
 
@@ -519,11 +837,18 @@ class _Feed:
 
     def next_timer(self) -> int | None:
         """The earliest time this feed needs ``timer``."""
-        if not self.pending and (self.current is None or not self.current.gaps):
+        cur = self.current
+        if not self.pending and not self.others and (cur is None or not cur.gaps):
             return None  # the usual case, asked after every batch: no gap, nothing waiting
         times = [t for s in self._streams() if (t := s.next_due()) is not None]
-        if self.deadline is not None and self.pending:
-            times.append(self.deadline)
+        silence = self.cfg.silence_ns
+        times += [o.heard + silence for o in self.others.values()]
+        times += [p.heard + silence for p in self.pending.values()]
+        if cur is not None and self.pending and cur.last is None:
+            if self.grace_from is not None:
+                times.append(self.grace_from + self._grace(cur))
+            if cur.relay == self.leader:
+                times.append(cur.heard + silence)
         return min(times, default=None)
 
 
@@ -536,18 +861,27 @@ class Sequencer:
     def __init__(self, config: SequencerConfig | None = None) -> None:
         self.config: Final = config or SequencerConfig()
         self._feeds: dict[int, _Feed] = {}
+        self.leader: str | None = None
 
-    def accept(self, msg: Message, now: int) -> list[Action]:
-        """Take DATA, HEARTBEAT, END_OF_SESSION or UNAVAILABLE; NACKs are the relay's."""
+    def accept(self, msg: Message, relay: str, now: int) -> list[Action]:
+        """Take DATA, HEARTBEAT, END_OF_SESSION or UNAVAILABLE sent from host ``relay``."""
         if isinstance(msg, Nack):
             return []
         feed = self._feeds.get(msg.feed)
         if feed is None:
-            feed = self._feeds[msg.feed] = _Feed(msg.feed, self.config)
-        return feed.accept(msg, now)
+            feed = self._feeds[msg.feed] = _Feed(msg.feed, self.config, self.leader)
+        return feed.accept(msg, relay, now)
+
+    def set_leader(self, relay: str | None, now: int) -> list[Action]:
+        """The host of the relay the election sees as master (None: no master known)."""
+        self.leader = relay
+        acts: list[Action] = []
+        for feed in self._feeds.values():
+            acts.extend(feed.set_leader(relay, now))
+        return acts
 
     def handle_timer(self, now: int) -> list[Action]:
-        """Retry or give up gaps, end takeover graces; call at ``next_timer()``."""
+        """Retry or give up gaps, end graces, drop silent sessions; call at ``next_timer()``."""
         acts: list[Action] = []
         for feed in self._feeds.values():
             acts.extend(feed.timer(now))

@@ -45,6 +45,7 @@ quiet = QuietLogger(log)
 
 StateListener = Callable[[Transition], None]
 RelayListener = Callable[[bool], None]
+LeaderListener = Callable[[str | None], None]
 DrainHook = Callable[[], Awaitable[None]]
 HANDOVER_PRIORITY = 1  # a node that handed over stays below every peer
 HANDOVER_SETTLE = 0.05  # s the VIP stays after the new master is heard, without a relay
@@ -69,6 +70,8 @@ class Election:
         self.metrics = metrics
         self.listeners: list[StateListener] = []
         self.relay_listeners: list[RelayListener] = []  # True: VIPs held, relay on
+        self.leader_listeners: list[LeaderListener] = []  # who the master is, when it changes
+        self._leader: str | None = None
         self.drain_hook: DrainHook | None = None
         self.closing_hook: Callable[[], None] | None = None
         self.faults: dict[str, str] = {}  # what keeps the node in FAULT, by source
@@ -292,6 +295,7 @@ class Election:
         for action in actions:
             if isinstance(action, Transition):
                 self._transitioned(action)
+        self._tell_leader()
         self._rearm()
 
     def _hold_vips(self) -> None:
@@ -307,6 +311,15 @@ class Election:
             return
         self.vips.remove()
         self._tell_relay(False)
+
+    def _tell_leader(self) -> None:
+        """Receivers follow the relay of the node we see as master: say when it changes."""
+        master = self.router.current_master
+        leader = None if master is None else str(master)
+        if leader != self._leader:
+            self._leader = leader
+            for listener in self.leader_listeners:
+                listener(leader)
 
     def _tell_relay(self, active: bool) -> None:
         for listener in self.relay_listeners:

@@ -111,6 +111,7 @@ class Node:
         )
         await self.dataplane.start()
         self.election.relay_listeners.append(self.dataplane.set_master)
+        self.election.leader_listeners.append(self.dataplane.set_leader)
         self.election.drain_hook = self.dataplane.drain
         self.election.closing_hook = self.dataplane.closing
 
@@ -177,10 +178,18 @@ class Node:
         if self.dataplane is None:
             return {}
         stats = self.dataplane.stats
-        return {
-            name: {"session": stats.get("sessions", {}).get(name, 0), **counters}
+        feeds: dict[str, Any] = {
+            name: {
+                "session": stats.get("sessions", {}).get(name, 0),
+                "delivering": stats.get("delivering", {}).get(name, 0),
+                **counters,
+            }
             for name, counters in stats.get("feeds", {}).items()
-        } | ({"rejected_envelopes": stats["rejected"]} if stats.get("rejected") else {})
+        }
+        for key, name in (("rejected", "rejected_envelopes"), ("rejected_nacks", "rejected_nacks")):
+            if stats.get(key):
+                feeds[name] = stats[key]
+        return feeds
 
     async def _hand_over_before_stopping(self) -> None:
         """SIGTERM on the master: a planned handover first, so nothing is lost."""

@@ -40,6 +40,7 @@ class DataplaneClient:
         self.sock: socket.socket | None = None
         self.stats: dict[str, Any] = {}
         self.master = False
+        self.leader: str | None = None
         self._ready: asyncio.Event = asyncio.Event()
         self._drained: asyncio.Event = asyncio.Event()
         self._stopping = False
@@ -72,12 +73,18 @@ class DataplaneClient:
             await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT)
         except TimeoutError:
             raise RuntimeError(f"the data plane did not start (exit {self.proc.poll()})") from None
+        self._send({"op": "leader", "address": self.leader})
         if self.master:
             self._send({"op": "master", "value": True})
 
     def set_master(self, master: bool) -> None:
         self.master = master
         self._send({"op": "master", "value": master})
+
+    def set_leader(self, address: str | None) -> None:
+        """The election sees ``address`` as master: receivers follow its relay."""
+        self.leader = address
+        self._send({"op": "leader", "address": address})
 
     def closing(self) -> None:
         """A planned handover begins: receivers are told to wait for the end of session."""

@@ -20,11 +20,13 @@ from typing import Any
 from vipcast import config
 from vipcast.config import Config
 from vipcast.core import envelope as env
+from vipcast.core import timing
+from vipcast.core.relay_session import DrainWatch, end_times
 from vipcast.daemon import scheduling
 from vipcast.daemon.dataplane.deliver import Delivery
 from vipcast.daemon.dataplane.loop import Loop, Timer
 from vipcast.daemon.dataplane.outbound import Outbound
-from vipcast.daemon.dataplane.receiver import ClusterReceiver
+from vipcast.daemon.dataplane.receiver import ClusterReceiver, relay_host
 from vipcast.daemon.dataplane.relay import Fanout, FeedRelay
 from vipcast.daemon.dataplane.stats import FeedStats
 from vipcast.daemon.quietlog import QuietLogger
@@ -33,15 +35,11 @@ log = logging.getLogger("vipcast.dataplane")
 quiet = QuietLogger(log)
 
 STATS_INTERVAL = 0.5
-HEARTBEAT_TICK = 0.025
-DRAIN_TICK = 0.01
-DRAIN_QUIET_TICKS = 3  # a relay with nothing new for this many ticks is drained
-END_REPEATS = (0.005, 0.02)  # END_OF_SESSION is sent again after these delays: it closes a merge
 
 
 class Dataplane:
     def __init__(self, cfg: Config, control: socket.socket, node_id: int, source: str) -> None:
-        self.cfg, self.control, self.node_id = cfg, control, node_id
+        self.cfg, self.control, self.node_id, self.source = cfg, control, node_id, source
         self.loop = Loop()
         vip = str(cfg.vip.addresses[0].ip)
         self.stats = {f.feed_id: FeedStats() for f in cfg.feeds}
@@ -54,8 +52,10 @@ class Dataplane:
             f.feed_id: Delivery(f, self.stats[f.feed_id], node_id) for f in cfg.feeds
         }
         self.receiver = ClusterReceiver(
-            cfg.cluster, cfg.node.interface, self.deliveries, self.stats, self.emit
+            cfg.cluster, cfg.node.interface, self.deliveries, self.stats, self.emit, node_id
         )
+        self.receiver_endpoints = {(relay_host(h), p) for h, p in cfg.cluster.receivers}
+        self.rejected_nacks: dict[str, int] = {}
         # our own envelopes go straight to our receiver, not back through the kernel
         self.fanout.deliver_locally(self._on_local_envelopes, (source, cfg.cluster.port))
         self.outbounds = [
@@ -79,7 +79,7 @@ class Dataplane:
         for out in self.outbounds:
             loop.add_reader(out.fileno(), out.on_readable)
         self._every(STATS_INTERVAL, self._report)
-        self._every(HEARTBEAT_TICK, self._heartbeats)
+        self._every(timing.HEARTBEAT_TICK_NS / 1e9, self._heartbeats)
         self._send({"op": "ready"})
         try:
             loop.run()
@@ -123,14 +123,31 @@ class Dataplane:
                 self._serve_nack(bytes(r.payload), r.source)
 
     def _serve_nack(self, data: bytes, peer: tuple[str, int]) -> None:
+        """Answer a member's NACK, to that member's receiver only; refuse anything else."""
+        if not self._is_receiver(peer):
+            self._refuse_nack("foreign", peer, "not a cluster member's receiver address")
+            return
         try:
             msg = env.decode_message_untrusted(data, key=self.cfg.cluster.key)
         except env.BadEnvelope as e:
-            quiet.warning("nack", "bad NACK from %s: %s", peer[0], e)
+            self._refuse_nack(e.reason, peer, str(e))
             return
         relay = self.relays.get(msg.feed) if isinstance(msg, env.Nack) else None
-        if relay is not None and isinstance(msg, env.Nack):
-            self.fanout.send_to(relay.serve_nack(msg, peer), peer)
+        if relay is None or not isinstance(msg, env.Nack):
+            self._refuse_nack("type", peer, "not a NACK for a feed of ours")
+            return
+        self.fanout.send_to(relay.serve_nack(msg, peer), peer)
+
+    def _is_receiver(self, peer: tuple[str, int]) -> bool:
+        """A receiver's address: listed in cluster.receivers, or a member at cluster.port."""
+        host = relay_host(peer[0])
+        if self.receiver_endpoints:
+            return (host, peer[1]) in self.receiver_endpoints
+        return peer[1] == self.cfg.cluster.port and self.receiver.is_member(peer[0])
+
+    def _refuse_nack(self, reason: str, peer: tuple[str, int], detail: str) -> None:
+        self.rejected_nacks[reason] = self.rejected_nacks.get(reason, 0) + 1
+        quiet.warning(f"nack:{reason}", "NACK from %s:%d refused: %s", peer[0], peer[1], detail)
 
     def _heartbeats(self) -> None:
         beats = [b for r in self.relays.values() if (b := r.heartbeat()) is not None]
@@ -144,47 +161,42 @@ class Dataplane:
             return
         self.master = master
         if master:
-            session = env.new_session_id(
-                self.node_id, time.time_ns(), self.receiver.highest_session
-            )
-            for relay in self.relays.values():
-                relay.start(session)
-            self.emit("relay", f"relaying under session {session}", session=session)
+            self.set_leader(self.source)  # our own relay is the one to follow
+            sessions = [relay.start() for relay in self.relays.values()]
+            session = sessions[0] if sessions else 0
+            self.emit("relay", f"relaying under session {session:x}", session=session)
         else:
             for relay in self.relays.values():
                 relay.on_readable()  # whatever is still queued goes out first
-            successor = self.receiver.highest_session
-            ends = [
-                e
-                for r in self.relays.values()
-                if (e := r.stop(successor if successor > r.session else 0)) is not None
-            ]
+            ends = [e for r in self.relays.values() if (e := r.stop()) is not None]
             if ends:
                 self._send_repeated(ends)
             self.emit("relay", "relaying stopped (end of session sent)")
 
+    def set_leader(self, address: str | None) -> None:
+        """The election sees ``address`` as master (None: nobody)."""
+        self.receiver.set_leader(address)
+        self._rearm_sequencer()
+
     def _send_repeated(self, envelopes: list[bytes]) -> None:
-        """Control envelopes that close or merge sessions go out three times."""
+        """Control envelopes that close or end sessions go out now and a few times more."""
 
         def again() -> None:
             self.fanout.send(envelopes)
 
-        again()
-        for delay in END_REPEATS:
-            self.loop.call_later(delay, again)
+        now = time.monotonic_ns()
+        for at in end_times(now):
+            self.loop.call_later((at - now) / 1e9, again)
 
     def drain(self) -> None:
         """Report "drained" once no relay has received anything for a few ticks."""
-        state = {"last": -1, "quiet": 0}
+        watch = DrainWatch()
 
         def tick() -> None:
-            total = sum(s.relayed for s in self.stats.values())
-            state["quiet"] = state["quiet"] + 1 if total == state["last"] else 0
-            state["last"] = total
-            if state["quiet"] >= DRAIN_QUIET_TICKS or not self.master:
+            if watch.tick(sum(s.relayed for s in self.stats.values())) or not self.master:
                 self._send({"op": "drained"})
             else:
-                self.loop.call_later(DRAIN_TICK, tick)
+                self.loop.call_later(timing.DRAIN_TICK_NS / 1e9, tick)
 
         tick()
 
@@ -202,6 +214,8 @@ class Dataplane:
         msg = json.loads(data)
         if msg.get("op") == "master":
             self.set_master(bool(msg["value"]))
+        elif msg.get("op") == "leader":
+            self.set_leader(msg.get("address"))
         elif msg.get("op") == "drain":
             self.drain()
         elif msg.get("op") == "closing":
@@ -225,6 +239,9 @@ class Dataplane:
                 "feeds": feeds,
                 "sessions": sessions,
                 "rejected": dict(self.receiver.rejected),
+                "rejected_nacks": dict(self.rejected_nacks),
+                "delivering": {f.name: self.receiver.session_of(f.feed_id) for f in self.cfg.feeds},
+                "leader": self.receiver.leader,
             }
         )
 

@@ -1,8 +1,9 @@
 """The receiver, on every node: envelopes in, the original datagrams out, in order.
 
 Envelopes are accepted only from cluster members (and, with a key, only when
-their HMAC verifies); the sequencer puts them in order, asks the relay for what
-is missing and reports what cannot be had.
+their HMAC verifies); the sequencer follows the relay of the node the election
+sees as master (:meth:`ClusterReceiver.set_leader`), puts its datagrams in order,
+asks the relay for what is missing and reports what cannot be had.
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ quiet = QuietLogger(log)
 
 EventSink = Callable[..., None]
 MEMBERSHIP_CACHE = 1024  # source hosts remembered as member or not (bounded: hostile input)
+RELAY_CACHE = 256  # (feed, session) -> relay address, for NACKs (bounded: hostile input)
+
+
+def relay_host(host: str) -> str:
+    """One spelling per relay: no IPv6 scope, IPv4-mapped IPv6 as IPv4."""
+    address: IPAddress = ipaddress.ip_address(host.split("%", maxsplit=1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return str(address)
 
 
 class ClusterReceiver:
@@ -37,8 +47,10 @@ class ClusterReceiver:
         deliveries: dict[int, Delivery],
         stats: dict[int, FeedStats],
         emit: EventSink,
+        node_id: int = 0,
     ) -> None:
         self.cluster, self.deliveries, self.stats, self.emit = cluster, deliveries, stats, emit
+        self.node_id = node_id  # named in our NACKs
         self.key = cluster.key
         self.sock = self._open(cluster, interface)
         self.receiver = make_receiver(self.sock, batch=128)
@@ -48,13 +60,14 @@ class ClusterReceiver:
                 window=cluster.reorder_window,
                 takeover_grace_ns=int(cluster.takeover_grace * 1e9),
                 handover_grace_ns=int(cluster.handover_grace * 1e9),
+                max_jump=max(1, cluster.retransmit_buffer),
             )
         )
         self.members = self._members(cluster, interface)
         self._membership: dict[str, bool] = {}  # source host -> member? (checked once)
         self.relays: dict[tuple[int, int], Endpoint] = {}  # (feed, session) -> relay address
         self.rejected: dict[str, int] = {}
-        self.highest_session = 0
+        self.leader: str | None = None
 
     @staticmethod
     def _open(cluster: ClusterConfig, interface: str) -> Any:
@@ -92,7 +105,7 @@ class ClusterReceiver:
             for r in batch:
                 msg = decode(bytes(r.payload), r.source)
                 if msg is not None:
-                    self._act(accept(msg, now), now)
+                    self._act(accept(msg, relay_host(r.source[0]), now), now)
             if len(batch) < full:
                 break
         for delivery in self.deliveries.values():
@@ -106,12 +119,13 @@ class ClusterReceiver:
         """
         now = time.monotonic_ns()
         accept, decode, admit = self.sequencer.accept, self._decode, self._admit
+        relay = relay_host(source[0])
         for item in items:
             msg = (
                 decode(item, source, local=True) if isinstance(item, bytes) else admit(item, source)
             )
             if msg is not None:
-                self._act(accept(msg, now), now)
+                self._act(accept(msg, relay, now), now)
         for delivery in self.deliveries.values():
             delivery.flush()
 
@@ -133,10 +147,15 @@ class ClusterReceiver:
         if msg.feed not in self.deliveries:
             self._reject("feed", source, f"unknown feed id {msg.feed}")
             return None
-        if not isinstance(msg, env.Unavailable):
+        if not isinstance(msg, env.Unavailable) and (msg.feed, msg.session) not in self.relays:
+            if len(self.relays) >= RELAY_CACHE:
+                del self.relays[next(iter(self.relays))]
             self.relays[(msg.feed, msg.session)] = source
-            self.highest_session = max(self.highest_session, msg.session)
         return msg
+
+    def is_member(self, host: str) -> bool:
+        """Whether ``host`` is a cluster member (cluster.members, else the LAN's subnets)."""
+        return self._is_member(host)
 
     def _is_member(self, host: str) -> bool:
         known = self._membership.get(host)
@@ -147,14 +166,27 @@ class ClusterReceiver:
         return known
 
     def _check_member(self, host: str) -> bool:
-        address: IPAddress = ipaddress.ip_address(host.split("%", maxsplit=1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
+        address = ipaddress.ip_address(relay_host(host))
         return any(address in net for net in self.members)
 
     def _reject(self, reason: str, source: Endpoint, detail: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         quiet.warning(f"envelope:{reason}", "envelope from %s ignored: %s", source[0], detail)
+
+    def set_leader(self, host: str | None) -> None:
+        """The election sees ``host`` as master: follow its relay from now on."""
+        leader = None if host is None else relay_host(host)
+        if leader == self.leader:
+            return
+        self.leader = leader
+        now = time.monotonic_ns()
+        self._act(self.sequencer.set_leader(leader, now), now)
+        for delivery in self.deliveries.values():
+            delivery.flush()
+
+    def session_of(self, feed: int) -> int:
+        """The session this node delivers on ``feed`` (0: none)."""
+        return self.sequencer.session(feed) or 0
 
     # --- actions --------------------------------------------------------------------
 
@@ -167,6 +199,8 @@ class ClusterReceiver:
                 self._nack(action)
             elif isinstance(action, seq.GapUnrecoverable):
                 self._lost(action)
+            elif isinstance(action, seq.SplitBrain):
+                self._split(action)
             elif isinstance(action, seq.SessionStarted):
                 self.emit(
                     "session",
@@ -177,11 +211,35 @@ class ClusterReceiver:
                     reason=action.reason,
                 )
 
+    def _split(self, split: seq.SplitBrain) -> None:
+        log.error(
+            "feed %d: split brain: relay %s ran session %x (#%d..#%d) while this node "
+            "followed %s (session %x); those datagrams are reported lost here",
+            split.feed,
+            split.relay,
+            split.session,
+            split.first,
+            split.last,
+            split.leader,
+            split.leader_session,
+        )
+        self.emit(
+            "split_brain",
+            f"feed {split.feed}: relay {split.relay} session {split.session:x} "
+            f"#{split.first}..#{split.last} ran beside {split.leader} "
+            f"session {split.leader_session:x}",
+            feed=split.feed,
+            relays=[split.leader, split.relay],
+            sessions=[split.leader_session, split.session],
+            first=split.first,
+            last=split.last,
+        )
+
     def _nack(self, action: seq.RequestRetransmit) -> None:
         relay = self.relays.get((action.feed, action.session))
         if relay is None:
             return
-        nack = env.Nack(action.feed, 0, action.session, action.first, action.count)
+        nack = env.Nack(action.feed, self.node_id, action.session, action.first, action.count)
         self.nack_sender.send([(env.encode_nack(nack, key=self.key), relay)])
 
     def _lost(self, gap: seq.GapUnrecoverable) -> None:
@@ -224,6 +282,9 @@ class ClusterReceiver:
             c = self.sequencer.counters(feed)
             stats.recovered, stats.duplicates = c.recovered, c.duplicates
             stats.lost = c.unrecoverable
+            stats.split_brains, stats.not_leader = c.split_brains, c.not_leader
+            stats.implausible, stats.withdrawn = c.implausible, c.withdrawn
+            stats.wrong_relay = c.wrong_relay
 
     def close(self) -> None:
         self.sock.close()

@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 
 from vipcast.config import ClusterConfig, Endpoint, FeedConfig
 from vipcast.core import envelope as env
-from vipcast.core.retransmit import NackLimiter, RetransmitBuffer
+from vipcast.core.relay_session import RelaySession
+from vipcast.core.retransmit import ByteBudget, NackLimiter, RetransmitBuffer
 from vipcast.daemon.dataplane.stats import FeedStats
 from vipcast.daemon.quietlog import QuietLogger
 from vipcast.linux import udp
@@ -30,7 +31,6 @@ log = logging.getLogger("vipcast.relay")
 quiet = QuietLogger(log)
 
 SOCKET_BUFFER = 32 << 20
-HEARTBEAT_INTERVAL = 0.05  # seconds of silence before an idle feed sends a heartbeat
 
 
 LocalReceiver = Callable[[Sequence[bytes | env.Message], Endpoint], None]
@@ -137,36 +137,33 @@ class FeedRelay:
             max_age_ns=int(cluster.retransmit_age * 1e9),
         )
         self.limiter = NackLimiter()
-        self.framer: env.DataFramer | None = None
-        self.ended: env.DataFramer | None = None  # the session last relayed, kept for NACKs
-        self.next_seq = 1
-        self.last_sent = 0.0
+        self.budget_out = ByteBudget()
+        self.state = RelaySession(feed.feed_id, node_id)
+        self.framer: env.DataFramer | None = None  # the active session's
+        self.served: env.DataFramer | None = None  # the session NACKs are answered for
 
     @property
     def active(self) -> bool:
-        return self.framer is not None
+        return self.state.active
 
     @property
     def session(self) -> int:
-        return self.framer.session if self.framer else 0
+        return self.state.session
 
-    def start(self, session: int) -> None:
-        """Become the feed's relay under a new session, numbering from 1."""
-        self.framer = env.DataFramer(self.feed.feed_id, self.node_id, session, key=self.key)
-        self.next_seq = 1
+    def start(self) -> int:
+        """Become the feed's relay under a new session, numbering from 1; its id."""
+        session = self.state.start(time.time_ns(), time.monotonic_ns())
+        self.framer = self.served = env.DataFramer(
+            self.feed.feed_id, self.node_id, session, key=self.key
+        )
         self.buffer.clear()
-        self.ended = None
-        self.last_sent = time.monotonic()
+        return session
 
     def stop(self, next_session: int = 0) -> bytes | None:
         """Stop relaying; returns the END_OF_SESSION envelope to send, if active."""
-        if self.framer is None:
-            return None
-        end = env.EndOfSession(
-            self.feed.feed_id, self.node_id, self.framer.session, self.next_seq - 1, next_session
-        )
-        self.ended, self.framer = self.framer, None  # still serves NACKs for its tail
-        return env.encode_end_of_session(end, key=self.key)
+        end = self.state.stop(next_session)
+        self.framer = None  # ``served`` still answers NACKs for the tail
+        return None if end is None else env.encode_end_of_session(end, key=self.key)
 
     # --- the hot path -----------------------------------------------------------
 
@@ -227,7 +224,7 @@ class FeedRelay:
         """Frame, buffer and send ``records``; ``datagrams`` (the same) for this node."""
         framer = self.framer
         assert framer is not None
-        first = self.next_seq
+        first = self.state.number(len(records), time.monotonic_ns())
         envelopes, seq = [], first
         messages: list[env.Message] | None = None if datagrams is None else []
         for count in env.plan_batches([len(r) for r in records], self.budget, auth=bool(self.key)):
@@ -237,37 +234,26 @@ class FeedRelay:
                 chunk = tuple(datagrams[at : at + count])
                 messages.append(env.Data(framer.feed, framer.node, framer.session, seq, chunk))
             seq += count
-        self.next_seq = seq
         self.buffer.extend(first, records, time.monotonic_ns())
         self.stats.fanout_errors += self.fanout.send(envelopes, messages)
         self.stats.relayed += len(records)
         self.stats.envelopes += len(envelopes)
-        self.last_sent = time.monotonic()
 
     # --- idle and recovery ---------------------------------------------------------
 
     def heartbeat(self) -> bytes | None:
         """A HEARTBEAT envelope if the feed has been idle; None otherwise."""
-        if self.framer is None or time.monotonic() - self.last_sent < HEARTBEAT_INTERVAL:
-            return None
-        self.last_sent = time.monotonic()
-        beat = env.Heartbeat(
-            self.feed.feed_id, self.node_id, self.framer.session, self.next_seq - 1
-        )
-        return env.encode_heartbeat(beat, key=self.key)
+        beat = self.state.heartbeat(time.monotonic_ns())
+        return None if beat is None else env.encode_heartbeat(beat, key=self.key)
 
     def closing_heartbeat(self) -> bytes | None:
         """A HEARTBEAT flagged closing: receivers will wait for this session's end."""
-        if self.framer is None:
-            return None
-        beat = env.Heartbeat(
-            self.feed.feed_id, self.node_id, self.framer.session, self.next_seq - 1, closing=True
-        )
-        return env.encode_heartbeat(beat, key=self.key)
+        beat = self.state.closing()
+        return None if beat is None else env.encode_heartbeat(beat, key=self.key)
 
     def serve_nack(self, nack: env.Nack, peer: Endpoint) -> list[bytes]:
         """The envelopes that answer a receiver's NACK (resent DATA and UNAVAILABLE)."""
-        framer = self.framer or self.ended
+        framer = self.served
         if framer is None or nack.session != framer.session:
             return [
                 self._unavailable(
@@ -279,7 +265,12 @@ class FeedRelay:
         if granted == 0:
             return []
         served = self.buffer.get_range(nack.first_seq, granted, now)
-        replies = self._resend(framer, served.first, list(served.records))
+        records = list(served.records)
+        allowed = self.budget_out.take(peer, [len(r) for r in records], now)
+        if allowed < len(records):
+            self.stats.nacks_refused += 1  # over its byte budget: the rest when asked again
+            del records[allowed:]
+        replies = self._resend(framer, served.first, records)
         for first, count, reason in served.unavailable:
             self.stats.unavailable += count
             replies.append(self._unavailable(framer.session, first, count, reason))

@@ -22,6 +22,12 @@ class FeedStats:
     delivery_errors: int = 0
     replies_sent: int = 0
     replies_dropped: int = 0
+    split_brains: int = 0  # sessions of another relay found after a split (reported lost)
+    not_leader: int = 0  # envelopes of relays other than the elected master's (ignored)
+    implausible: int = 0  # claims not believed (far jumps, ends before held data, ...)
+    withdrawn: int = 0  # claims taken back (data after a claimed end, "not sent" tails)
+    wrong_relay: int = 0  # a session's envelopes from another address than its relay's
+    nacks_refused: int = 0  # NACKs not answered (not a member, over the byte budget)
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
