@@ -22,6 +22,15 @@ def _nsrun(host: Host, *args: str, stdin: str | None = None) -> None:
     )
 
 
+def nft(host: Host, rules: str) -> None:
+    """Load nftables ``rules`` inside ``host``."""
+    _nsrun(host, "nft", "-f", "-", stdin=rules)
+
+
+def nft_delete(host: Host, table: str) -> None:
+    _nsrun(host, "nft", "delete", "table", "inet", table)
+
+
 def random_loss(host: Host, percent: int, *, udp_dport: int | None = None) -> None:
     """Drop ``percent`` % of the packets entering ``host`` (optionally one UDP port only)."""
     match = f"udp dport {udp_dport} " if udp_dport else ""
@@ -80,6 +89,16 @@ def rate_limit(host: Host, ifname: str, rate: str = "10mbit") -> None:
         "latency",
         "50ms",
     )
+
+
+@contextlib.contextmanager
+def stalled_group(pid: int) -> Iterator[None]:
+    """Freeze a process and all its children (SIGSTOP to the group) for the block."""
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(pid, signal.SIGCONT)
 
 
 @contextlib.contextmanager

@@ -434,6 +434,17 @@ class Election:
 
     # --- announcements -----------------------------------------------------------
 
+    def reannounce(self) -> None:
+        """Another node was master beside us (a healed split): point the LAN back here.
+
+        After a split the router's ARP/ND entry may still name the other side, and
+        which advert each side hears first at the heal is a race: the side that
+        stayed master announces again when the data plane finds the split.
+        """
+        if self.router.state is State.MASTER:
+            log.warning("split brain healed: announcing the VIPs again")
+            self._announce_burst()
+
     def _announce_burst(self) -> None:
         """The first announcement now, not on the next loop turn; the rest paced."""
         if self.cfg.vip.garp_count < 1 or self.router.state is not State.MASTER:

@@ -112,6 +112,7 @@ class Node:
         await self.dataplane.start()
         self.election.relay_listeners.append(self.dataplane.set_master)
         self.election.leader_listeners.append(self.dataplane.set_leader)
+        self.dataplane.on_split = self.election.reannounce
         self.election.drain_hook = self.dataplane.drain
         self.election.closing_hook = self.dataplane.closing
 

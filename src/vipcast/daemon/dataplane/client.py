@@ -41,6 +41,7 @@ class DataplaneClient:
         self.stats: dict[str, Any] = {}
         self.master = False
         self.leader: str | None = None
+        self.on_split: Callable[[], None] | None = None  # the data plane found a split brain
         self._ready: asyncio.Event = asyncio.Event()
         self._drained: asyncio.Event = asyncio.Event()
         self._stopping = False
@@ -130,6 +131,8 @@ class DataplaneClient:
             self.on_stats(msg)
         elif op == "event":
             self.bus.publish(msg["kind"], msg["message"], **msg.get("data", {}))
+            if msg["kind"] == "split_brain" and self.on_split is not None:
+                self.on_split()
 
     def _lost(self) -> None:
         loop = asyncio.get_running_loop()
