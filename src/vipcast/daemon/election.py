@@ -3,6 +3,14 @@
 Like aioquic's asyncio protocol: datagrams and netlink events are fed into the
 pure :class:`VirtualRouter` with the loop's monotonic clock, its actions are
 carried out, and one timer is re-armed at ``router.next_timer()``.
+
+Nothing that goes wrong on the way stops the machine: a send that fails (an advert, an
+announcement, a VIP's netlink request) is counted by path (``send_errors``), logged
+rate-limited, and the remaining actions are carried out; an unexpected exception in a
+callback or an action is logged with its traceback and counted; the timer is re-armed
+whatever happened. A VIP that could not be added (or removed) is tried again every advert
+interval; a master that still cannot add it after ``VIP_ADD_ATTEMPTS`` tries enters
+FAULT so that the peer takes over (see :meth:`Election._put_vips`).
 """
 
 from __future__ import annotations
@@ -30,13 +38,14 @@ from vipcast.core.vrrp.machine import (
     Transition,
     VirtualRouter,
 )
+from vipcast.core.vrrp.timers import master_down_interval
 from vipcast.daemon.events import EventBus
-from vipcast.daemon.metrics import Metrics
+from vipcast.daemon.metrics import SEND_PATHS, Metrics
 from vipcast.daemon.quietlog import QuietLogger
 from vipcast.linux import interfaces
 from vipcast.linux.announce import Announcer
 from vipcast.linux.privileges import require
-from vipcast.linux.timerfd import OneShot, make_timer
+from vipcast.linux.timerfd import LoopTimer, OneShot, make_timer
 from vipcast.linux.vip import LinkDown, LinkUp, NetlinkWatcher, VipManager, VipRemoved
 from vipcast.linux.vrrp_socket import RawAdvert, VrrpSocket
 
@@ -49,6 +58,10 @@ LeaderListener = Callable[[str | None], None]
 DrainHook = Callable[[], Awaitable[None]]
 HANDOVER_PRIORITY = 1  # a node that handed over stays below every peer
 HANDOVER_SETTLE = 0.05  # s the VIP stays after the new master is heard, without a relay
+VIP_ADD_ATTEMPTS = 3  # failed adds, one per advert interval, before a master enters FAULT
+VIP_FAULT_COOLDOWN = 10  # advert intervals in FAULT("vip") before it is cleared to try again
+TIMER_GRACE = 3  # Master_Down_Intervals a due timer may be late before it counts as stuck
+VipErrors = (OSError, LookupError)  # what VipManager raises (LookupError: interface gone)
 
 
 @dataclass
@@ -97,6 +110,12 @@ class Election:
         self.lateness_max = 0.0
         self.last_transition_wall = 0.0
         self.transitions = 0
+        self.send_errors = dict.fromkeys(SEND_PATHS, 0)
+        self.callback_errors: Counter[str] = Counter()
+        self._vips_pending: bool | None = None  # an add (True) or remove (False) to retry
+        self._vip_failures = 0  # consecutive failed tries of the pending one
+        self._vip_retry: asyncio.TimerHandle | None = None
+        self._vip_cooldown: asyncio.TimerHandle | None = None
 
     def _params(self, cfg: Config) -> RouterParams:
         e = cfg.election
@@ -127,11 +146,16 @@ class Election:
         self.watcher = NetlinkWatcher(ifname, self.cfg.vip.addresses)
         self._loop.add_reader(self.sock.fileno(), self._on_adverts)
         self._loop.add_reader(self.watcher.fileno(), self._on_netlink)
-        self._prepare_adverts()
-        self.announcer.prepare([a.ip for a in self.cfg.vip.addresses], self.cfg.vip.garp_form)
-        self._apply(self.router.start(self._now()))
+        self.begin()
         if not interfaces.link_is_up(ifname):
             self.add_fault("link", f"link {ifname} down at start")
+
+    def begin(self) -> None:
+        """Start the machine on the adapters in place (``start`` opens them; tests inject)."""
+        self._prepare_adverts()
+        if self.announcer is not None:
+            self.announcer.prepare(self._vip_ips(), self.cfg.vip.garp_form)
+        self._apply(self.router.start(self._now()))
 
     async def stop(self) -> None:
         """Resign (priority-0 advert), release the VIPs, close everything."""
@@ -140,13 +164,16 @@ class Election:
                 self._drain.cancel()
             self._apply(self.router.shutdown(self._now()))
         finally:
-            self.vips.remove()
+            self._put_vips(held=False)
             self._tell_relay(False)
             self._close()
 
     def _close(self) -> None:
         if self._timer:
             self._timer.close()
+        for handle in (self._vip_retry, self._vip_cooldown):
+            if handle is not None:
+                handle.cancel()
         for task in [*self._tasks, self._refresh]:
             if task:
                 task.cancel()
@@ -181,6 +208,14 @@ class Election:
         return self._last_now
 
     def _on_adverts(self) -> None:
+        try:
+            self._read_adverts()
+        except Exception:
+            self._unexpected("adverts")
+        finally:
+            self._rearm()
+
+    def _read_adverts(self) -> None:
         assert self.sock is not None
         for _ in range(64):  # drain, but let the loop breathe under a flood
             raw = self.sock.recv()
@@ -225,6 +260,14 @@ class Election:
         quiet.warning(f"reject:{reason}", "advert from %s rejected: %s", raw.src, detail)
 
     def _on_netlink(self) -> None:
+        try:
+            self._read_netlink()
+        except Exception:
+            self._unexpected("netlink")
+        finally:
+            self._rearm()
+
+    def _read_netlink(self) -> None:
         assert self.watcher is not None
         for event in self.watcher.read_events():
             if isinstance(event, LinkDown):
@@ -236,20 +279,52 @@ class Election:
 
     def _restore_vip(self, event: VipRemoved) -> None:
         log.warning("VIP %s was removed behind our back: restoring it", event.address)
-        self.metrics.vip_restored.inc()
-        self.bus.publish("vip_restored", f"VIP {event.address} removed by someone else; restored")
-        self.vips.add()
-        self._announce_burst()
+        if self._put_vips(held=True):  # else retried every interval, as a takeover's add
+            self.metrics.vip_restored.inc()
+            message = f"VIP {event.address} removed by someone else; restored"
+            self.bus.publish("vip_restored", message)
+            self._announce_burst()
 
     def _on_timer(self) -> None:
-        now = self._now()
-        late = 0.0 if self._timer_at is None else max(0.0, now - self._timer_at)
+        due, self._timer_at = self._timer_at, None  # the one-shot fired: re-armed below
+        try:
+            now = self._now()
+            self._note_lateness(0.0 if due is None else max(0.0, now - due))
+            self._apply(self.router.handle_timer(now))
+        except Exception:
+            self._unexpected("timer")
+        finally:
+            self._rearm()
+
+    def _note_lateness(self, late: float) -> None:
         self.metrics.timer_lateness.observe(late)
         if late > self.lateness_max:
             self.lateness_max = late
             self.metrics.timer_lateness_max.set(late)
-        self._timer_at = None
-        self._apply(self.router.handle_timer(now))
+
+    def _unexpected(self, where: str) -> None:
+        """A bug met in a callback or an action: logged with its traceback, counted, survived."""
+        self.callback_errors[where] += 1
+        self.metrics.callback_errors.labels(where).inc()
+        quiet.exception(
+            f"unexpected:{where}", "election: unexpected error (%s); carrying on", where
+        )
+
+    def timer_alive(self) -> bool:
+        """Whether the election's timer runs (the watchdog pings only while it does).
+
+        In BACKUP and MASTER the machine always wants a timer: it must be armed for that
+        time, and not be overdue by ``TIMER_GRACE`` Master_Down_Intervals (a timer that
+        never fires). In the other states (FAULT, before start, stopped) none is needed.
+        """
+        if self.router.state not in (State.BACKUP, State.MASTER):
+            return True
+        want = self.router.next_timer()
+        if want is None or self._timer_at != want:
+            return False
+        r = self.router
+        grace = TIMER_GRACE * master_down_interval(r.priority, r.master_advert_interval_cs)
+        return self._loop.time() - want < grace
 
     # --- health and operator inputs -----------------------------------------------
 
@@ -280,36 +355,55 @@ class Election:
     # --- outputs -------------------------------------------------------------------
 
     def _apply(self, actions: list[Action]) -> None:
-        # The wire first (advert, VIPs, first announcement), then a transition's
-        # bookkeeping (log, metrics, events, roles): a takeover's outage lasts until
-        # the LAN hears of it (bench/failover.py measures it).
-        for action in actions:
-            if isinstance(action, SendAdvert):
-                self._send(action)
-            elif isinstance(action, AddVips):
-                self._hold_vips()
-            elif isinstance(action, RemoveVips):
-                self._release_vips(drain=action.drain)
-            elif isinstance(action, Announce):
-                self._announce_burst()
-        for action in actions:
-            if isinstance(action, Transition):
-                self._transitioned(action)
-        self._tell_leader()
-        self._rearm()
+        """Carry out every action, each on its own (one failing skips none), then re-arm.
+
+        The wire first (advert, VIPs, first announcement), then a transition's
+        bookkeeping (log, metrics, events, roles): a takeover's outage lasts until
+        the LAN hears of it (bench/failover.py measures it).
+        """
+        wire = [a for a in actions if not isinstance(a, Transition)]
+        bookkeeping = [a for a in actions if isinstance(a, Transition)]
+        try:
+            for action in (*wire, *bookkeeping):
+                try:
+                    self._carry_out(action)
+                except Exception:
+                    self._unexpected("action")
+            self._tell_leader()
+        finally:
+            self._rearm()
+
+    def _carry_out(self, action: Action) -> None:
+        if isinstance(action, SendAdvert):
+            self._send(action)
+        elif isinstance(action, AddVips):
+            self._hold_vips()
+        elif isinstance(action, RemoveVips):
+            self._release_vips(drain=action.drain)
+        elif isinstance(action, Announce):
+            self._announce_burst()
+        elif isinstance(action, Transition):
+            self._transitioned(action)
+
+    def _send_failed(self, path: str, count: int, msg: str, *args: object) -> None:
+        """One send path failed ``count`` times: counted, logged rate-limited per path."""
+        self.send_errors[path] += count
+        self.metrics.send_errors.labels(path).inc(count)
+        quiet.warning(f"send:{path}", msg, *args)
 
     def _hold_vips(self) -> None:
         if self._drain is not None:  # nobody took over during a handover: keep going
             self._drain.cancel()
             self._drain = None
-        self.vips.add()
+        self._put_vips(held=True)
         self._tell_relay(True)
 
     def _release_vips(self, *, drain: bool) -> None:
         if drain:
+            self._cancel_vip_retry()  # a handover keeps what it holds, and adds nothing
             self._drain = self._loop.create_task(self._drain_then_release())
             return
-        self.vips.remove()
+        self._put_vips(held=False)
         self._tell_relay(False)
 
     def _tell_leader(self) -> None:
@@ -320,6 +414,83 @@ class Election:
             self._leader = leader
             for listener in self.leader_listeners:
                 listener(leader)
+
+    # --- the VIPs on the interface, retried until they are where the state wants them ---
+
+    def _put_vips(self, *, held: bool) -> bool:
+        """Add (``held``) or remove the VIPs now; on failure, retry every advert interval.
+
+        A master that has failed ``VIP_ADD_ATTEMPTS`` times (the first try and one retry
+        per interval) enters FAULT("vip"): it resigns, so the peer takes over with its own
+        VIP. In FAULT nothing is added (the peer holds the address), so the retry after
+        that is the fault's clearing after ``VIP_FAULT_COOLDOWN`` intervals: BACKUP, and
+        if the election makes this node master again, the add is tried afresh. A remove
+        that fails is retried every interval for as long as the node is not master.
+        """
+        self._cancel_vip_retry()
+        self._vip_failures = 0
+        return self._try_vips(held=held)
+
+    def _try_vips(self, *, held: bool) -> bool:
+        path = "vip_add" if held else "vip_remove"
+        try:
+            if held:
+                self.vips.add()
+            else:
+                self.vips.remove()
+        except VipErrors as exc:
+            self._vip_failures += 1
+            self._send_failed(
+                path,
+                1,
+                "VIPs not %s (try %d, again in %gs): %s",
+                "added" if held else "removed",
+                self._vip_failures,
+                self.cfg.election.advert_interval,
+                exc,
+            )
+            self._vips_pending = held
+            self._vip_retry = self._loop.call_later(
+                self.cfg.election.advert_interval, self._retry_vips, held
+            )
+            return False
+        self._vips_pending = None
+        return True
+
+    def _retry_vips(self, held: bool) -> None:
+        self._vip_retry = None
+        try:
+            if held and self.router.state is not State.MASTER:
+                self._vips_pending = None  # no longer wanted (a RemoveVips cancels it too)
+            elif self._try_vips(held=held):
+                log.info("VIPs %s on retry", "added" if held else "removed")
+                if held:
+                    self._announce_burst()
+            elif held and self._vip_failures >= VIP_ADD_ATTEMPTS:
+                self._vip_fault()
+        except Exception:
+            self._unexpected("vip_retry")
+
+    def _vip_fault(self) -> None:
+        self._cancel_vip_retry()
+        cooldown = VIP_FAULT_COOLDOWN * self.cfg.election.advert_interval
+        reason = f"VIPs not added after {self._vip_failures} tries"
+        log.error("%s: FAULT so the peer takes over; trying again in %gs", reason, cooldown)
+        self.bus.publish("vip_fault", reason)
+        self.add_fault("vip", reason)
+        if self._vip_cooldown is not None:
+            self._vip_cooldown.cancel()
+        self._vip_cooldown = self._loop.call_later(cooldown, self._vip_fault_over)
+
+    def _vip_fault_over(self) -> None:
+        self._vip_cooldown = None
+        self.remove_fault("vip")
+
+    def _cancel_vip_retry(self) -> None:
+        if self._vip_retry is not None:
+            self._vip_retry.cancel()
+            self._vip_retry = None
+        self._vips_pending = None
 
     def _tell_relay(self, active: bool) -> None:
         for listener in self.relay_listeners:
@@ -338,7 +509,7 @@ class Election:
         elif self._new_master_heard():  # no relay to watch: let its announcement land first
             await asyncio.sleep(HANDOVER_SETTLE)
         if self.router.state is not State.MASTER:
-            self.vips.remove()
+            self._put_vips(held=False)
             self._tell_relay(False)
         self._drain = None
 
@@ -367,18 +538,36 @@ class Election:
             return
         if self._timer is None:
             self._timer = make_timer(self._loop, self._on_timer)
-        self._timer_at = at
+        try:
+            self._set_timer(at)
+        except OSError as exc:  # timerfd_settime refused: the loop's own timers still work
+            quiet.warning("timer", "election timerfd failed (%s): using loop.call_at", exc)
+            self._timer.close()
+            self._timer = LoopTimer(self._loop, self._on_timer)
+            self._set_timer(at)
+
+    def _set_timer(self, at: float | None) -> None:
+        assert self._timer is not None
+        self._timer_at = None  # until it is armed: timer_alive() tells the watchdog
         if at is None:
             self._timer.cancel()
         else:
             self._timer.arm(at)
+        self._timer_at = at
 
     def _send(self, action: SendAdvert) -> None:
         if self.sock is None:
             return
         for dst in self.sock.destinations():
-            if self.sock.send(self._advert(action.priority, action.interval_cs, dst), dst):
+            message = self._advert(action.priority, action.interval_cs, dst)
+            try:
+                sent, detail = self.sock.send(message, dst), self.sock.last_error
+            except OSError as exc:  # VrrpSocket.send returns False; a stand-in may raise
+                sent, detail = False, str(exc)
+            if sent:
                 self.metrics.adverts_sent.inc()
+            else:
+                self._send_failed("advert", 1, "VRRP advert to %s not sent: %s", dst, detail)
 
     def _advert(self, priority: int, interval_cs: int, dst: IPAddress) -> bytes:
         """The encoded advert, made once per (priority, interval, destination).
@@ -463,12 +652,34 @@ class Election:
             self._announce_once()
 
     def _announce_once(self) -> None:
+        """One announcement of every VIP; never raises (the paced tasks call it too)."""
         if self.announcer is None:
             return
-        sent = self.announcer.announce(
-            [a.ip for a in self.cfg.vip.addresses], self.cfg.vip.garp_form
-        )
+        try:
+            self._announce_frames(self.announcer)
+        except Exception:
+            self._unexpected("announce")
+
+    def _announce_frames(self, announcer: Announcer) -> None:
+        ips, form = self._vip_ips(), self.cfg.vip.garp_form
+        frames = len(announcer.prepare(ips, form))
+        try:
+            sent, detail = announcer.announce(ips, form), announcer.last_error
+        except OSError as exc:  # Announcer.announce counts its own; a stand-in may raise
+            sent, detail = 0, str(exc)
         self.metrics.announcements.inc(sent)
+        if sent < frames:
+            self._send_failed(
+                "announce",
+                frames - sent,
+                "%d of %d ARP/NA frames not sent: %s",
+                frames - sent,
+                frames,
+                detail,
+            )
+
+    def _vip_ips(self) -> list[IPAddress]:
+        return [a.ip for a in self.cfg.vip.addresses]
 
     def _refresh_task(self, master: bool) -> None:
         if self._refresh is not None:
@@ -496,7 +707,8 @@ class Election:
             "primary_address": str(self.primary),
             "master": str(r.current_master) if r.current_master else None,
             "vips": [str(a) for a in self.cfg.vip.addresses],
-            "vips_held": sorted(str(a) for a in self.vips.present()),
+            "vips_held": self._vips_held(),
+            "vip_retry": {True: "add", False: "remove", None: None}[self._vips_pending],
             "last_transition": None
             if last is None
             else {
@@ -512,7 +724,16 @@ class Election:
             "timer_lateness_max_ms": round(self.lateness_max * 1000, 3),
             "handed_over": self.handed_over,
             "faults": dict(self.faults),
+            "send_errors": dict(self.send_errors),
+            "callback_errors": dict(self.callback_errors),
         }
+
+    def _vips_held(self) -> list[str] | None:
+        """The VIPs on the interface now; None when netlink cannot say."""
+        try:
+            return sorted(str(a) for a in self.vips.present())
+        except VipErrors:
+            return None
 
     def vips_present(self) -> bool:
         with contextlib.suppress(OSError):

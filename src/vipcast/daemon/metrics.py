@@ -5,6 +5,11 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 STATES = ("INITIALIZE", "BACKUP", "MASTER", "FAULT", "STOPPED")
+# the election's send paths: VRRP adverts, GARP/NA frames, the VIPs' netlink requests
+SEND_PATHS = ("advert", "announce", "vip_add", "vip_remove")
+# where the election catches a bug: its callbacks, one of the machine's actions, the
+# VIP retry, an announcement (also sent from paced tasks)
+CALLBACKS = ("timer", "adverts", "netlink", "action", "vip_retry", "announce")
 
 
 class Metrics:
@@ -27,6 +32,15 @@ class Metrics:
         )
         self.vip_restored = Counter(
             "vipcast_vip_restored", "VIPs removed by someone else and put back", registry=r
+        )
+        self.send_errors = Counter(
+            "vipcast_send_errors", "election sends that failed", ["path"], registry=r
+        )
+        self.callback_errors = Counter(
+            "vipcast_election_errors",
+            "unexpected exceptions caught in the election's callbacks",
+            ["callback"],
+            registry=r,
         )
         self.timer_lateness = Histogram(
             "vipcast_timer_lateness_seconds",
@@ -52,6 +66,10 @@ class Metrics:
         }
         for s in STATES:
             self.state.labels(s).set(0)
+        for path in SEND_PATHS:
+            self.send_errors.labels(path)
+        for callback in CALLBACKS:
+            self.callback_errors.labels(callback)
 
     def set_state(self, state: str) -> None:
         for s in STATES:

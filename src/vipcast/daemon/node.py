@@ -217,7 +217,7 @@ async def serve(cfg: Config, config_path: Path | None = None) -> int:
     try:
         await node.start()
         sdnotify.notify("READY=1")
-        watchdog = _start_watchdog(loop)
+        watchdog = _start_watchdog(loop, node.election)
         await node.stopping.wait()
         if watchdog:
             watchdog.cancel()
@@ -228,17 +228,32 @@ async def serve(cfg: Config, config_path: Path | None = None) -> int:
     return 0
 
 
-def _start_watchdog(loop: asyncio.AbstractEventLoop) -> asyncio.Task[None] | None:
+def _start_watchdog(
+    loop: asyncio.AbstractEventLoop, election: Election
+) -> asyncio.Task[None] | None:
     interval = sdnotify.watchdog_interval()
     if interval is None:
         return None
 
     async def ping() -> None:
         while True:
-            sdnotify.notify("WATCHDOG=1")
+            watchdog_tick(election)
             await asyncio.sleep(interval)
 
     return loop.create_task(ping())
+
+
+def watchdog_tick(election: Election) -> bool:
+    """Ping systemd's watchdog if the election's timer runs; True if it pinged.
+
+    A loop that is blocked runs no ping at all; this also catches a loop that runs but
+    whose election is stuck (its timer unarmed, or overdue: ``Election.timer_alive``).
+    Without pings systemd kills the daemon after WatchdogSec and restarts it.
+    """
+    if election.timer_alive():
+        return sdnotify.notify("WATCHDOG=1")
+    log.error("election timer stuck (state %s): not pinging the watchdog", election.router.state)
+    return False
 
 
 def run(cfg: Config, config_path: Path | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Rate-limited warnings for hostile or broken input.
+"""Rate-limited warnings for hostile or broken input, and for errors that repeat.
 
 The first occurrence of a kind is logged at WARNING; repeats within ``interval``
 seconds are counted and summarised in the next warning ("(41 more since)").
@@ -20,6 +20,15 @@ class QuietLogger:
         self._last: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
     def warning(self, key: str, msg: str, *args: object) -> None:
+        self._log(logging.WARNING, key, msg, args)
+
+    def exception(self, key: str, msg: str, *args: object) -> None:
+        """At ERROR with the traceback being handled; repeats as for :meth:`warning`."""
+        self._log(logging.ERROR, key, msg, args, exc_info=True)
+
+    def _log(
+        self, level: int, key: str, msg: str, args: tuple[object, ...], *, exc_info: bool = False
+    ) -> None:
         now = time.monotonic()
         last, suppressed = self._last.get(key, (-1e18, 0))
         if now - last < self.interval:
@@ -29,7 +38,7 @@ class QuietLogger:
         if suppressed:
             msg += " (%d more since the last report)"
             args = (*args, suppressed)
-        self.logger.warning(msg, *args)
+        self.logger.log(level, msg, *args, exc_info=exc_info)
         self._remember(key, now, 0)
 
     def _remember(self, key: str, when: float, suppressed: int) -> None:

@@ -1,8 +1,8 @@
 """Sends gratuitous ARP and unsolicited NA frames on one interface (AF_PACKET).
 
 The frames come from :mod:`vipcast.core.announce`; this module only puts them on the
-wire. Transient errors (queue full, link down) are counted, never raised: an announcement
-is best effort and is repeated anyway.
+wire. Send errors (queue full, link down, anything else) are counted, never raised: an
+announcement is best effort and is repeated anyway.
 """
 
 from __future__ import annotations
@@ -26,20 +26,21 @@ log = logging.getLogger(__name__)
 
 Form = Literal["request", "reply", "both"]
 Announceable = IPv4Address | IPv6Address | IPv4Interface | IPv6Interface
-TRANSIENT_ERRORS = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.ENETDOWN, errno.ENXIO})
 
 
 class Announcer:
     """Tells the LAN that the given addresses are at this interface's MAC.
 
     Raises at construction :class:`PermissionError` (needs CAP_NET_RAW) or
-    :class:`LookupError` (no such interface). ``failures`` counts unsent frames by errno.
+    :class:`LookupError` (no such interface). Sending never raises: ``failures`` counts
+    unsent frames by errno name, ``last_error`` says what the last one met.
     """
 
     def __init__(self, ifname: str) -> None:
         self.ifname = ifname
         self.mac = interfaces.mac_address(ifname)
         self.failures: Counter[str] = Counter()
+        self.last_error = ""
         self._frames: dict[tuple[tuple[Announceable, ...], Form], list[bytes]] = {}
         self._sock = self._open()
 
@@ -89,11 +90,10 @@ class Announcer:
         try:
             self._sock.send(frame)
         except OSError as exc:
-            if exc.errno not in TRANSIENT_ERRORS:
-                raise
-            name = errno.errorcode.get(exc.errno, str(exc.errno))
+            name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
             self.failures[name] += 1
-            log.debug("announcement on %s not sent: %s", self.ifname, name)
+            self.last_error = f"{name} ({exc.strerror})"
+            log.debug("announcement on %s not sent: %s", self.ifname, self.last_error)
             return False
         return True
 

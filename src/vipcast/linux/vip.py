@@ -61,7 +61,9 @@ class VipManager:
 
     IPv6 VIPs are added with IFA_F_NODAD, usable at once. Raises
     :class:`PermissionError` (needs CAP_NET_ADMIN) and :class:`LookupError` (no such
-    interface); other refusals are :class:`OSError` naming the address.
+    interface); other refusals are :class:`OSError` naming the address. A call that
+    failed part-way is finished by calling it again (an address already there, or
+    already gone, is no error): the election retries every advert interval.
     """
 
     def __init__(self, ifname: str, addresses: Sequence[IPInterface]) -> None:

@@ -41,19 +41,6 @@ TRAFFIC_CLASS = 0xC0  # DSCP CS6, "network control"
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)
-# Send errors that mean "not now" (queue full, link down, address in DAD), never "broken".
-TRANSIENT_SEND_ERRORS = frozenset(
-    {
-        errno.ENOBUFS,
-        errno.EAGAIN,
-        errno.ENETDOWN,
-        errno.ENETUNREACH,
-        errno.EHOSTUNREACH,
-        errno.EADDRNOTAVAIL,
-        errno.ENXIO,
-    }
-)
-
 # struct ip_mreqn (IP_ADD_MEMBERSHIP, IP_MULTICAST_IF): group, local address, ifindex
 _MREQN = struct.Struct("=4s4si")
 # struct in_pktinfo (IP_PKTINFO on send): ifindex, source ("spec_dst"), unused
@@ -93,9 +80,10 @@ class RawAdvert:
 class VrrpSocket:
     """Sends and receives VRRP on one interface; non-blocking, for ``loop.add_reader``.
 
-    ``send()`` returns False instead of raising on transient errors (ENOBUFS, ENETDOWN,
-    EADDRNOTAVAIL, and EINVAL while the IPv6 link-local source is in DAD after the link
-    came up), counted by errno name in ``send_errors``.
+    ``send()`` never raises: any refusal returns False, counted by errno name in
+    ``send_errors`` and kept as ``last_error`` (ENOBUFS, ENETDOWN, EPERM from a firewall's
+    drop in the output hook, EINVAL while the IPv6 link-local source is in DAD after the
+    link came up). An advert is repeated every interval: the caller counts, logs, goes on.
     Setup errors raise: :class:`PermissionError` (needs CAP_NET_RAW), :class:`LookupError`
     (no such interface, or no address to send from) and :class:`OSError` with an
     explanation for the rest.
@@ -115,6 +103,7 @@ class VrrpSocket:
         self.unicast_peers = tuple(unicast_peers)
         self.source = source or interfaces.primary_address(ifname, version)
         self.send_errors: Counter[str] = Counter()
+        self.last_error = ""  # what the last failed send() met, for the caller's log
         self.malformed = 0
         _check_versions(version, self.source, self.unicast_peers)
         _check_source_is_local(ifname, version, self.source)
@@ -136,27 +125,23 @@ class VrrpSocket:
         return not self.unicast or src in self.unicast_peers
 
     def send(self, message: bytes, dst: IPAddress) -> bool:
-        """Send one encoded VRRP message to ``dst``; False (and counted) on a transient error."""
+        """Send one encoded VRRP message to ``dst``; False (counted) on any OSError."""
         try:
             self._sock.sendmsg([message], [self._source_cmsg()], 0, self._sockaddr(dst))
         except OSError as exc:
-            if not self._transient(exc):
-                raise
-            name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-            self.send_errors[name] += 1
-            log.debug("VRRP advert to %s on %s not sent: %s", dst, self.ifname, name)
+            self.last_error = self._describe(exc)
+            self.send_errors[errno_name(exc)] += 1
+            log.debug("VRRP advert to %s on %s not sent: %s", dst, self.ifname, self.last_error)
             return False
         return True
 
-    def _transient(self, exc: OSError) -> bool:
-        if exc.errno in TRANSIENT_SEND_ERRORS:
-            return True
-        # IPv6 refuses an IPV6_PKTINFO source that is in DAD, or gone with the link, by EINVAL
-        return (
-            exc.errno == errno.EINVAL
-            and self.version == 6
-            and not interfaces.can_send_from(self.ifname, self.source)
-        )
+    def _describe(self, exc: OSError) -> str:
+        name = errno_name(exc)
+        if exc.errno == errno.EPERM:
+            return f"{name} (a firewall rule dropping VRRP output?)"
+        if exc.errno == errno.EINVAL and self.version == 6:  # IPV6_PKTINFO source refused
+            return f"{name} (is {self.source} in DAD, or gone with the link?)"
+        return f"{name} ({exc.strerror})"
 
     def recv(self) -> RawAdvert | None:
         """The next queued packet, or None when nothing is queued (malformed ones skipped)."""
@@ -254,6 +239,11 @@ class VrrpSocket:
             return None
         src = IPv6Address(addr[0].partition("%")[0])  # without the "%eth0" scope
         return RawAdvert(data, src, dst, hop_limit, _age(ancillary))
+
+
+def errno_name(exc: OSError) -> str:
+    """``EPERM`` for an OSError with errno 1; the number itself when it has no name."""
+    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
 
 
 def parse_ipv4_untrusted(packet: bytes) -> RawAdvert | None:
