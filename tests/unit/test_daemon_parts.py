@@ -102,3 +102,20 @@ def test_loop_calls_readers_when_data_arrives() -> None:
     os.close(r)
     os.close(w)
     assert got == [b"x"]
+
+
+def test_a_callback_that_raises_is_counted_and_the_loop_goes_on() -> None:
+    loop = Loop()
+    fired: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    now = time.monotonic()
+    loop.call_at(now + 0.01, broken)
+    loop.call_at(now + 0.02, lambda: fired.append("after"))
+    loop.call_at(now + 0.03, loop.stop)
+    loop.run()
+    loop.close()
+    assert fired == ["after"]
+    assert loop.errors == 1

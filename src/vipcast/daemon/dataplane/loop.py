@@ -1,13 +1,23 @@
-"""A small epoll loop with timers: the data plane's hot path stays off asyncio."""
+"""A small epoll loop with timers: the data plane's hot path stays off asyncio.
+
+A callback that raises is logged (rate-limited, with its traceback) and counted
+in ``errors``; the loop goes on, and a periodic timer re-arms itself before it
+runs (see ``Dataplane._every``), so no bug leaves a tick or a reader dead.
+"""
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from vipcast.daemon.quietlog import QuietLogger
+
+quiet = QuietLogger(logging.getLogger("vipcast.dataplane"))
 
 Callback = Callable[[], None]
 
@@ -32,6 +42,7 @@ class Loop:
         self._timers: list[Timer] = []
         self._seq = itertools.count()
         self.running = False
+        self.errors = 0  # callbacks that raised
 
     def add_reader(self, fd: int, callback: Callback) -> None:
         self._epoll.register(fd, select.EPOLLIN)
@@ -61,7 +72,7 @@ class Loop:
             for fd, _ in self._epoll.poll(timeout):
                 callback = self._readers.get(fd)
                 if callback is not None:
-                    callback()
+                    self._guarded(callback)
 
     def _run_due_timers(self) -> float:
         """Run every due timer; return seconds until the next one (-1: none)."""
@@ -74,8 +85,17 @@ class Loop:
             if delay > 0:
                 return delay
             heapq.heappop(self._timers)
-            first.callback()
+            self._guarded(first.callback)
         return -1
+
+    def _guarded(self, callback: Callback) -> None:
+        try:
+            callback()
+        except Exception:
+            self.errors += 1
+            quiet.exception(
+                f"callback:{getattr(callback, '__name__', 'callback')}", "%s failed", callback
+            )
 
     def close(self) -> None:
         self._epoll.close()

@@ -88,8 +88,8 @@ class Dataplane:
 
     def _every(self, interval: float, callback: Any) -> None:
         def tick() -> None:
+            self.loop.call_later(interval, tick)  # first: a callback that raises stops nothing
             callback()
-            self.loop.call_later(interval, tick)
 
         self.loop.call_later(interval, tick)
 
