@@ -64,6 +64,19 @@ class Metrics:
                 ("replies_dropped", "application replies dropped on a backup"),
             )
         }
+        # sessions and claims the receiver did not follow (FeedStats names -> metric)
+        self.split_brains = Counter(
+            "vipcast_split_brains",
+            "sessions of another relay found after a split brain (their datagrams reported lost)",
+            ["feed"],
+            registry=r,
+        )
+        self.envelopes_ignored = Counter(
+            "vipcast_envelopes_ignored",
+            "envelopes of cluster members not acted on, by reason",
+            ["feed", "reason"],
+            registry=r,
+        )
         for s in STATES:
             self.state.labels(s).set(0)
         for path in SEND_PATHS:

@@ -28,6 +28,7 @@ from vipcast.daemon.roles import CRITICAL_COOLDOWN, Roles, run_notify
 
 log = logging.getLogger("vipcast")
 HANDOVER_ON_STOP_TIMEOUT = 5.0
+IGNORED_REASONS = ("not_leader", "implausible", "withdrawn", "wrong_relay")  # FeedStats names
 
 
 class Node:
@@ -118,12 +119,17 @@ class Node:
 
     def _on_stats(self, stats: dict[str, Any]) -> None:
         """Turn the data plane's running totals into Prometheus counter increments."""
+        ignored = self.metrics.envelopes_ignored
         for feed, counters in stats.get("feeds", {}).items():
-            for name, metric in self.metrics.feed.items():
+            children = {name: metric.labels(feed) for name, metric in self.metrics.feed.items()}
+            children["split_brains"] = self.metrics.split_brains.labels(feed)
+            for reason in IGNORED_REASONS:
+                children[reason] = ignored.labels(feed, reason)
+            for name, child in children.items():
                 total = int(counters.get(name, 0))
                 last = self._feed_totals.get((feed, name), 0)
                 if total > last:
-                    metric.labels(feed).inc(total - last)
+                    child.inc(total - last)
                 self._feed_totals[(feed, name)] = total
 
     async def stop(self) -> None:

@@ -98,7 +98,11 @@ class Fanout:
         return failed
 
     def send_to(self, envelopes: Sequence[bytes], destination: Endpoint) -> None:
-        self.sender.send(envelopes, destination)
+        """Answers to one receiver's NACK; failures counted like the fan-out's."""
+        result = self.sender.send(envelopes, destination)
+        if result.failed or result.unsent:
+            self.errors += result.failed + result.unsent
+            quiet.warning("nack-answer", "answers to %s not sent", destination[0])
 
     def close(self) -> None:
         self.sock.close()
