@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from vipcast.core import timing
+
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Endpoint = tuple[str, int]
@@ -74,8 +76,9 @@ class ClusterConfig:
     mtu: int = 1500
     retransmit_buffer: int = 65536  # datagrams kept per feed for recovery
     retransmit_age: float = 5.0  # seconds
-    takeover_grace: float = 0.05  # seconds a new session waits for a crashed session's end
-    handover_grace: float = 2.0  # ... for the end of a session closing in a handover
+    # seconds a new session waits for a crashed session's end, and for one closing
+    takeover_grace: float = timing.TAKEOVER_GRACE_NS / 1e9
+    handover_grace: float = timing.HANDOVER_GRACE_NS / 1e9
     reorder_window: int = 32768  # datagrams a receiver holds behind a gap
 
 
@@ -246,8 +249,12 @@ def _cluster(t: _Table) -> ClusterConfig:
         mtu=t.get("mtu", _int_range(576, 65535), 1500),
         retransmit_buffer=t.get("retransmit_buffer", _int_range(0, 10_000_000), 65536),
         retransmit_age=t.get("retransmit_age", _float_range(0.0, 3600.0), 5.0),
-        takeover_grace=t.get("takeover_grace", _float_range(0.0, 60.0), 0.05),
-        handover_grace=t.get("handover_grace", _float_range(0.0, 60.0), 2.0),
+        takeover_grace=t.get(
+            "takeover_grace", _float_range(0.0, 60.0), ClusterConfig.takeover_grace
+        ),
+        handover_grace=t.get(
+            "handover_grace", _float_range(0.0, 60.0), ClusterConfig.handover_grace
+        ),
         reorder_window=t.get("reorder_window", _int_range(1, 10_000_000), 32768),
     )
     t.done()
