@@ -60,7 +60,7 @@ class SequencerConfig:
 
     window: int = 4096  # datagrams held per feed waiting for a gap or a session merge
     retry_interval_ns: int = timing.RETRY_INTERVAL_NS  # between two requests for one gap
-    max_tries: int = 5  # unanswered requests per gap before it is given up
+    max_tries: int = timing.MAX_TRIES  # unanswered requests per gap before it is given up
     request_delay_ns: int = 0  # wait before the first request (tolerate reordering)
     max_request: int = 4096  # datagrams asked for in one request
     takeover_grace_ns: int = timing.TAKEOVER_GRACE_NS

@@ -43,3 +43,7 @@ DRAIN_QUIET_TICKS: Final = 3
 
 RETRY_INTERVAL_NS: Final = 20 * MS
 """Between two retransmission requests for one gap."""
+
+MAX_TRIES: Final = 25
+"""Unanswered requests in a row before a gap is given up: half a second of a relay that
+does not answer (busy, or frozen for a moment), far less than it keeps datagrams for."""

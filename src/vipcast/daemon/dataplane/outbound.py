@@ -3,11 +3,15 @@
 A plain datagram goes to each of the feed's ``send_to``; a DATA envelope (what
 ``vipcast.Sender`` writes) names its own destination per record. A backup drops
 and counts them: in hot standby both servers compute, only the master speaks.
+"The master" is the node that holds the VIPs *and* that its own election sees as
+master: during a planned handover the old master keeps relaying until traffic has
+moved, but stops replying as soon as it hears the new one, so a reply leaves once.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from vipcast.config import Endpoint, FeedConfig
 from vipcast.core import envelope as env
@@ -22,9 +26,11 @@ quiet = QuietLogger(log)
 
 
 class Outbound:
-    def __init__(self, feed: FeedConfig, relay: FeedRelay, stats: FeedStats) -> None:
+    def __init__(
+        self, feed: FeedConfig, relay: FeedRelay, stats: FeedStats, speaking: Callable[[], bool]
+    ) -> None:
         assert feed.outbound is not None
-        self.feed, self.relay, self.stats = feed, relay, stats
+        self.feed, self.relay, self.stats, self.speaking = feed, relay, stats, speaking
         host, port = feed.outbound
         self.sock = udp.udp_socket(udp.family_of(host), rcvbuf=8 << 20, sndbuf=1 << 20)
         self.sock.bind((host, port))
@@ -37,7 +43,7 @@ class Outbound:
 
     def on_readable(self) -> None:
         while batch := self.receiver.receive():
-            if not self.relay.active:
+            if not self.speaking():
                 self.stats.replies_dropped += len(batch)
                 continue
             out: list[tuple[bytes, Endpoint]] = []

@@ -59,7 +59,7 @@ class Dataplane:
         # our own envelopes go straight to our receiver, not back through the kernel
         self.fanout.deliver_locally(self._on_local_envelopes, (source, cfg.cluster.port))
         self.outbounds = [
-            Outbound(f, self.relays[f.feed_id], self.stats[f.feed_id])
+            Outbound(f, self.relays[f.feed_id], self.stats[f.feed_id], self.speaking)
             for f in cfg.feeds
             if f.outbound
         ]
@@ -172,6 +172,10 @@ class Dataplane:
             if ends:
                 self._send_repeated(ends)
             self.emit("relay", "relaying stopped (end of session sent)")
+
+    def speaking(self) -> bool:
+        """Replies leave from here: we hold the VIPs and our election sees us as master."""
+        return self.master and self.receiver.leader == relay_host(self.source)
 
     def set_leader(self, address: str | None) -> None:
         """The election sees ``address`` as master (None: nobody)."""
