@@ -320,15 +320,76 @@ def _track(t: _Table) -> TrackConfig:
     return k
 
 
+def vrrp_link_local(cfg: Config) -> bool:
+    """Whether this node speaks VRRP, and relays envelopes, from its IPv6 link-local address.
+
+    IPv6 multicast VRRP must (RFC 9568); unicast VRRP speaks in its peers' scope.
+    """
+    if cfg.vip.addresses[0].version != 6:
+        return False
+    peers = cfg.election.unicast_peers
+    return not peers or peers[0].is_link_local
+
+
 def _check_cross(cfg: Config) -> None:
+    """What each table allows but ``run`` could not start together."""
     families = {a.version for a in cfg.vip.addresses}
     if len(families) > 1:
         raise ConfigError("vip.addresses", "IPv4 and IPv6 need separate virtual routers")
-    for peer in cfg.election.unicast_peers:
-        if peer.version not in families:
-            raise ConfigError("election.unicast_peers", f"{peer} is not the VIPs' family")
+    _check_families(cfg, families.pop())
     if cfg.feeds and not (cfg.cluster.group or cfg.cluster.receivers):
         raise ConfigError("cluster", "feeds need cluster.group or cluster.receivers")
+    if cfg.vip.addresses[0].version == 6:
+        _check_ipv6_scopes(cfg)
+
+
+def _check_families(cfg: Config, version: int) -> None:
+    """One family: the relay sends from the VRRP address, replies from the VIP."""
+    c = cfg.cluster
+    hosts: list[tuple[str, Sequence[str]]] = [
+        ("node.address", [str(cfg.node.address)] if cfg.node.address else []),
+        ("election.unicast_peers", [str(a) for a in cfg.election.unicast_peers]),
+        ("cluster.group", [c.group[0]] if c.group else []),
+        ("cluster.receivers", [host for host, _ in c.receivers]),
+        ("cluster.members", [str(a) for a in c.members]),
+    ]
+    hosts += [(f"feed[{i}].send_to", [h for h, _ in f.send_to]) for i, f in enumerate(cfg.feeds)]
+    for path, found in hosts:
+        for host in found:
+            if ipaddress.ip_address(host).version != version:
+                raise ConfigError(path, f"{host} is not the VIPs' family (IPv{version})")
+
+
+def _check_ipv6_scopes(cfg: Config) -> None:
+    """IPv6 link-local or global, everywhere the same as the VRRP source."""
+    peers = cfg.election.unicast_peers
+    if len({p.is_link_local for p in peers}) > 1:
+        raise ConfigError("election.unicast_peers", "all link-local (fe80::) or all global")
+    link_local = vrrp_link_local(cfg)
+    scope = "link-local" if link_local else "global"
+    why = "IPv6 multicast VRRP" if not peers else "election.unicast_peers"
+    address = cfg.node.address
+    if address is not None and address.is_link_local != link_local:
+        raise ConfigError("node.address", f"{address}: {why} needs this node's {scope} address")
+    group = cfg.cluster.group
+    if group and ipaddress.ip_address(group[0]).packed[1] & 0x0F < 2:
+        raise ConfigError("cluster.group", f"{group[0]}: use a link-local (ff12::) or wider group")
+    if cfg.cluster.receivers and link_local:
+        raise ConfigError(
+            "cluster.receivers",
+            "IPv6 unicast receivers need election.unicast_peers with the nodes' global or "
+            "unique-local addresses (the relay sends from the VRRP address, "
+            "link-local with multicast VRRP)",
+        )
+    for host, _ in cfg.cluster.receivers:
+        if ipaddress.ip_address(host).is_link_local:
+            raise ConfigError("cluster.receivers", f"{host}: give the nodes' global addresses")
+    for member in cfg.cluster.members:
+        if member.is_link_local != link_local:
+            raise ConfigError(
+                "cluster.members",
+                f"{member}: envelopes come from the nodes' {scope} addresses ({why})",
+            )
 
 
 def _unique(

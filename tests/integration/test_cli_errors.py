@@ -35,10 +35,20 @@ def vipcast(
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
 
 
-def test_check_config_accepts_the_example() -> None:
-    result = vipcast("check-config", str(EXAMPLE))
+@pytest.mark.root
+def test_check_config_accepts_the_example(site: Site) -> None:
+    """On a node whose eth0 has an IPv4 address (check-config looks at the interface)."""
+    result = vipcast("check-config", str(EXAMPLE), ns=site.nodes[0].ns)
     assert result.returncode == 0, result.stderr
     assert "vrid 51" in result.stdout
+    assert "VRRP and relay from 198.18.0.11" in result.stdout
+
+
+@pytest.mark.root
+def test_check_config_says_when_the_interface_is_not_here(site: Site) -> None:
+    result = vipcast("check-config", str(EXAMPLE), ns=site.switch.ns)
+    assert result.returncode == 0, result.stderr
+    assert "not on this host (addresses not checked)" in result.stdout
 
 
 def test_an_invalid_config_names_the_key(tmp_path: Path) -> None:

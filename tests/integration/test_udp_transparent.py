@@ -12,18 +12,18 @@ import pytest
 from tests.lab.capture import Capture, Frame
 from tests.lab.udp import send_numbered
 from tests.lab.wait import wait_until
-from vipcast.lab.site import LAN6, REMOTE, VIP, Host, Lab, Site, build_site, node_address
+from vipcast.lab.site import LAN6, REMOTE, REMOTE6, VIP, Host, Lab, Site, build_site, node_address
 from vipcast.linux import mmsg, udp
 from vipcast.linux.spoof import SpoofingSender
 
 pytestmark = pytest.mark.root
 
-NODE1_V6 = str(LAN6.network_address + 11)  # 2001:db8:18::b
+NODE1_V6 = str(LAN6.network_address + 11)  # fd00:198:18::b
 NODE2_V6 = str(LAN6.network_address + 12)
 VIP6 = str(LAN6.network_address + 100)
 GROUP = "239.255.86.1"
 SENDER4 = ("198.19.0.2", 40000)
-SENDER6 = ("2001:db8:19::2", 40000)
+SENDER6 = (REMOTE6, 40000)
 
 
 @pytest.fixture

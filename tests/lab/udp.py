@@ -54,9 +54,13 @@ class UdpSink:
 def send_numbered(
     host: Host, dst: tuple[str, int], count: int, *, rate: float, src_port: int = 0
 ) -> list[bytes]:
-    """Send ``count`` datagrams b"seq=N" at ``rate`` per second; bounded in count and time."""
-    sock = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("0.0.0.0", src_port))
+    """Send ``count`` datagrams b"seq=N" at ``rate`` per second; bounded in count and time.
+
+    The socket is of ``dst``'s family (IPv6 when its address has a colon).
+    """
+    v6 = ":" in dst[0]
+    sock = host.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("::" if v6 else "0.0.0.0", src_port))
     sent, start = [], time.monotonic()
     try:
         for i in range(count):

@@ -15,7 +15,7 @@ from vipcast.core.announce import garp_reply, garp_request, internet_checksum, u
 MAC = bytes.fromhex("027663000401")
 MAC_TEXT = "02:76:63:00:04:01"
 VIP4 = IPv4Address("198.18.0.100")
-VIP6 = IPv6Address("2001:db8:18::100")
+VIP6 = IPv6Address("fd00:198:18::100")
 
 
 def _arp(frame: bytes) -> tuple[Ether, ARP]:

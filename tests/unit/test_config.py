@@ -108,8 +108,9 @@ def test_feeds_need_a_cluster_destination() -> None:
 
 
 def test_ipv6_endpoints_use_brackets() -> None:
-    data = with_("cluster.receivers", ["[2001:db8::1]:8601"])
-    assert config.parse(data).cluster.receivers == (("2001:db8::1", 8601),)
+    data = with_("feed", [{"name": "a", "port": 8600, "deliver": ["[fd00:198:18::b]:9600"]}])
+    data["cluster"] = {"group": "239.255.86.1:8601"}
+    assert config.parse(data).feeds[0].deliver == (("fd00:198:18::b", 9600),)
 
 
 def test_broken_toml_is_reported_with_the_file(tmp_path: Path) -> None:

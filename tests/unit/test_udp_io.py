@@ -289,14 +289,44 @@ def test_an_ipv6_socket_sends_to_ipv4_as_a_mapped_address() -> None:
     assert mmsg.decode_sockaddr(raw) == ("::ffff:198.18.0.1", 9)
 
 
+def test_a_scoped_ipv6_address_keeps_its_interface_both_ways() -> None:
+    """A link-local relay is answered at fe80::x%eth0: the scope must survive decoding."""
+    raw = mmsg.encode_sockaddr(socket.AF_INET6, ("fe80::1%lo", 9))
+    assert mmsg.decode_sockaddr(raw) == ("fe80::1%lo", 9)
+    assert mmsg.decode_sockaddr(mmsg.encode_sockaddr(socket.AF_INET6, ("fe80::1", 9))) == (
+        "fe80::1",
+        9,
+    )
+
+
+def test_a_link_local_sockaddr_takes_the_interface_as_its_scope() -> None:
+    lo = socket.if_nametoindex("lo")
+    assert udp.sockaddr("fe80::1", 5, "lo") == ("fe80::1", 5, 0, lo)
+    assert udp.sockaddr("fe80::1%lo", 5) == ("fe80::1", 5, 0, lo)
+    assert udp.sockaddr("fd00:198:18::b", 5, "lo") == ("fd00:198:18::b", 5, 0, 0)
+    assert udp.sockaddr("198.18.0.11", 5, "lo") == ("198.18.0.11", 5)
+    with pytest.raises(udp.UdpSetupError, match="fe80::1 is link-local: it needs an interface"):
+        udp.sockaddr("fe80::1", 5)
+
+
 # ---------------------------------------------------------------- setup
+
+
+def test_a_link_local_address_is_bound_on_its_interface(sockets: list[socket.socket]) -> None:
+    sock = udp.udp_socket(socket.AF_INET6, rcvbuf=0, sndbuf=0)
+    sockets.append(sock)
+
+    udp.bind_freebind(sock, "fe80::1", 0, "lo")  # lo has no fe80::1: FREEBIND, as in DAD
+
+    assert sock.getsockname()[3] == socket.if_nametoindex("lo")
+    assert mmsg.endpoint(sock.getsockname())[0] == "fe80::1%lo"
 
 
 @FAMILIES
 def test_freebind_binds_an_address_no_interface_has(
     sockets: list[socket.socket], family: int
 ) -> None:
-    host = {int(socket.AF_INET): "198.18.0.77", int(socket.AF_INET6): "2001:db8::77"}[family]
+    host = {int(socket.AF_INET): "198.18.0.77", int(socket.AF_INET6): "fd00:198:18::77"}[family]
     plain = socket.socket(family, socket.SOCK_DGRAM)
     sockets.append(plain)
     with pytest.raises(OSError, match="assign"):

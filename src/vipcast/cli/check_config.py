@@ -1,10 +1,18 @@
-"""``vipcast check-config FILE``: validate and summarise a configuration."""
+"""``vipcast check-config FILE``: validate and summarise a configuration.
+
+The file's own rules first (:func:`vipcast.config.load`); then, when the node's
+interface is on this host, the address ``run`` would speak VRRP and relay from,
+found the way ``run`` finds it: a file that passes here starts there.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from vipcast import config
+from vipcast.config import Config
+from vipcast.daemon.election import vrrp_source
+from vipcast.linux import interfaces
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,14 +21,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config.load(args.file)
+    source = _host_source(cfg)  # LookupError: what run would fail on
     vips = ", ".join(str(a) for a in cfg.vip.addresses)
     mode = "unicast" if cfg.election.unicast_peers else "multicast"
     print(f"{args.file}: OK")
-    print(f"  node {cfg.node.name} on {cfg.node.interface}")
+    print(f"  node {cfg.node.name} on {cfg.node.interface}, {source}")
     print(
         f"  vrid {cfg.election.vrid}, priority {cfg.election.priority}, "
         f"advert {cfg.election.advert_interval:g}s, {mode}, VIPs {vips}"
     )
+    if cfg.cluster.group or cfg.cluster.receivers:
+        print(f"  cluster {_cluster(cfg)}")
     for feed in cfg.feeds:
         print(f"  feed {feed.name}: port {feed.port} -> {feed.mode} {list(feed.deliver)}")
     return 0
+
+
+def _host_source(cfg: Config) -> str:
+    """Where VRRP and the relay speak from, if the interface is here to tell."""
+    try:
+        interfaces.ifindex(cfg.node.interface)
+    except LookupError:
+        return "not on this host (addresses not checked)"
+    return f"VRRP and relay from {vrrp_source(cfg)}"
+
+
+def _cluster(cfg: Config) -> str:
+    c = cfg.cluster
+    if c.group:
+        return f"group {_endpoint(c.group)}, receiver port {c.port}"
+    return "receivers " + ", ".join(_endpoint(r) for r in c.receivers)
+
+
+def _endpoint(endpoint: config.Endpoint) -> str:
+    host, port = endpoint
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

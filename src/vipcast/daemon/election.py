@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vipcast import config
 from vipcast.config import Config, IPAddress
 from vipcast.core.vrrp import codec
 from vipcast.core.vrrp.codec import Advert, BadPacket
@@ -64,6 +65,31 @@ TIMER_GRACE = 3  # Master_Down_Intervals a due timer may be late before it count
 VipErrors = (OSError, LookupError)  # what VipManager raises (LookupError: interface gone)
 
 
+def vrrp_source(cfg: Config) -> IPAddress:
+    """The address this node speaks VRRP from, and relays envelopes from.
+
+    ``node.address`` if given (it must be on the interface), else the interface's
+    primary address of the VIPs' family: for IPv6 the link-local one unless the
+    unicast peers are global (:func:`vipcast.config.vrrp_link_local`).
+    :class:`LookupError` when the interface has no such address.
+    """
+    ifname, version = cfg.node.interface, cfg.vip.addresses[0].version
+    if cfg.node.address is not None:
+        own = [a.ip for a in interfaces.addresses(ifname, version)]
+        if cfg.node.address not in own:
+            raise LookupError(
+                f"node.address {cfg.node.address} is not an address of {ifname} "
+                f"(which has {', '.join(map(str, own)) or 'none'})"
+            )
+        return cfg.node.address
+    return interfaces.primary_address(
+        ifname,
+        version,
+        exclude=[a.ip for a in cfg.vip.addresses],
+        link_local=config.vrrp_link_local(cfg) if version == 6 else None,
+    )
+
+
 @dataclass
 class ElectionStatus:
     """What ``vipcast status`` shows of the election."""
@@ -92,9 +118,7 @@ class Election:
         self._drain: asyncio.Task[None] | None = None
         self.rejected: Counter[str] = Counter()
         self.version = cfg.vip.addresses[0].version
-        self.primary: IPAddress = cfg.node.address or interfaces.primary_address(
-            cfg.node.interface, self.version, exclude=[a.ip for a in cfg.vip.addresses]
-        )
+        self.primary: IPAddress = vrrp_source(cfg)
         self.router = VirtualRouter(self._params(cfg))
         self.sock: VrrpSocket | None = None
         self.vips = VipManager(cfg.node.interface, cfg.vip.addresses)

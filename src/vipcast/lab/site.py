@@ -5,7 +5,11 @@ The standard site, the one tests, benchmarks and the demo use::
     remote 198.19.0.2 ── eth1 router eth0 198.18.0.1 ── switch (bridge) ──┬── node1 198.18.0.11
                                                                             └── node2 198.18.0.12
 
-Only 198.18.0.0/15 addresses are used. Every namespace is named
+With ``ipv6=True`` every host also has an address in fd00:198:18::/48: the LAN is
+fd00:198:18::/64 (router ::1, node ``i`` ::(10+i), the VIP ::100), the remote side
+fd00:198:18:1::/64 (router ::1, remote ::2), and the router forwards IPv6.
+
+Only 198.18.0.0/15 and fd00:198:18::/48 addresses are used. Every namespace is named
 ``vipcast-<pid>-<n>-<host>``, so parallel runs never collide, and leftovers of a
 dead run are found by their pid (:func:`sweep`).
 """
@@ -20,6 +24,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +34,7 @@ from pyroute2 import NetNS
 
 from vipcast.lab import netns
 from vipcast.lab.process import NsProcess
+from vipcast.linux._rtnl import IFA_F_TENTATIVE, Rtnl
 
 PREFIX = "vipcast-"
 LAN = ipaddress.ip_network("198.18.0.0/24")
@@ -37,7 +43,15 @@ ROUTER_LAN = "198.18.0.1"
 ROUTER_REMOTE = "198.19.0.1"
 REMOTE = "198.19.0.2"
 VIP = "198.18.0.100"
-LAN6 = ipaddress.ip_network("2001:db8:18::/64")  # documentation range, inside the namespaces
+# IPv6 (build_site(ipv6=True)): unique-local, only inside the namespaces
+LAN6 = ipaddress.ip_network("fd00:198:18::/64")
+REMOTE_NET6 = ipaddress.ip_network("fd00:198:18:1::/64")
+ROUTER_LAN6 = str(LAN6.network_address + 1)
+ROUTER_REMOTE6 = str(REMOTE_NET6.network_address + 1)
+REMOTE6 = str(REMOTE_NET6.network_address + 2)
+VIP6 = str(LAN6.network_address + 0x100)
+
+DAD_TIMEOUT = 10.0  # seconds for every IPv6 address of a new site to become usable
 
 _counter = itertools.count(1)
 _NAME_RE = re.compile(rf"^{PREFIX}(\d+)-")
@@ -52,6 +66,11 @@ def mac(host_index: int, if_index: int) -> str:
 def node_address(i: int) -> str:
     """The LAN address of node ``i`` (1-based): 198.18.0.11, .12, ..."""
     return str(LAN.network_address + 10 + i)
+
+
+def node_address6(i: int) -> str:
+    """The IPv6 LAN address of node ``i`` (1-based): fd00:198:18::b, ::c, ..."""
+    return str(LAN6.network_address + 10 + i)
 
 
 @dataclass
@@ -87,8 +106,10 @@ class Host:
             )
 
     def default_route(self, gateway: str) -> None:
+        """The default route of the gateway's family."""
+        family = socket.AF_INET6 if ipaddress.ip_address(gateway).version == 6 else socket.AF_INET
         with self.ipr() as ipr:
-            ipr.route("add", dst="default", gateway=gateway)
+            ipr.route("add", dst="default", gateway=gateway, family=family)
 
     def sysctl(self, key: str, value: str | int) -> None:
         """Set a net.* sysctl inside this namespace."""
@@ -211,9 +232,28 @@ def build_site(lab: Lab, nodes: int = 2, *, ipv6: bool = False) -> Site:
     remote.add_address("eth0", f"{REMOTE}/24")
     remote.default_route(ROUTER_REMOTE)
     if ipv6:
-        router.add_address("eth0", f"{LAN6.network_address + 1}/64")
+        _ipv6_router_and_remote(router, remote)
     members = [_node(lab, switch, i, ipv6=ipv6) for i in range(1, nodes + 1)]
+    if ipv6:  # link-local addresses in DAD can neither send VRRP nor be answered
+        wait_for_dad([router, remote, *members])
     return Site(lab, router, switch, remote, members)
+
+
+def wait_for_dad(hosts: Sequence[Host], timeout: float = DAD_TIMEOUT) -> None:
+    """Return once no IPv6 address of ``hosts`` is tentative (in duplicate address detection)."""
+    deadline = time.monotonic() + timeout
+    pending = [h for h in hosts if _tentative(h)]
+    while pending:
+        if time.monotonic() >= deadline:
+            names = ", ".join(h.name for h in pending)
+            raise TimeoutError(f"IPv6 addresses of {names} still tentative after {timeout:g}s")
+        time.sleep(0.05)
+        pending = [h for h in pending if _tentative(h)]
+
+
+def _tentative(host: Host) -> bool:
+    with host.entered(), Rtnl() as rtnl:
+        return any(a.flags & IFA_F_TENTATIVE for a in rtnl.addresses(socket.AF_INET6))
 
 
 def _node(lab: Lab, switch: Host, i: int, *, ipv6: bool) -> Host:
@@ -221,9 +261,18 @@ def _node(lab: Lab, switch: Host, i: int, *, ipv6: bool) -> Host:
     lab.plug(switch, node, "eth0")
     node.add_address("eth0", f"{node_address(i)}/24")
     if ipv6:
-        node.add_address("eth0", f"{LAN6.network_address + 10 + i}/64")
+        node.add_address("eth0", f"{node_address6(i)}/64")
+        node.default_route(ROUTER_LAN6)
     node.default_route(ROUTER_LAN)
     return node
+
+
+def _ipv6_router_and_remote(router: Host, remote: Host) -> None:
+    router.add_address("eth0", f"{ROUTER_LAN6}/64")
+    router.add_address("eth1", f"{ROUTER_REMOTE6}/64")
+    router.sysctl("net.ipv6.conf.all.forwarding", 1)
+    remote.add_address("eth0", f"{REMOTE6}/64")
+    remote.default_route(ROUTER_REMOTE6)
 
 
 def sweep() -> list[str]:

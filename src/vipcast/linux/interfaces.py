@@ -68,25 +68,32 @@ def subnets(ifname: str, version: Literal[4, 6] | None = None) -> list[IPNetwork
 
 
 def primary_address(
-    ifname: str, version: Literal[4, 6], *, exclude: Collection[IPAddress] = ()
+    ifname: str,
+    version: Literal[4, 6],
+    *,
+    exclude: Collection[IPAddress] = (),
+    link_local: bool | None = None,
 ) -> IPAddress:
-    """The address VRRP adverts are sent from.
+    """The address VRRP adverts are sent from (and the relay's envelopes).
 
     IPv4: the first global, non-secondary address that is not in ``exclude`` (pass the
     VIPs), else the first global one not in ``exclude``. IPv6: the link-local address,
-    as RFC 9568 requires (a usable one preferred over one still in DAD).
+    as RFC 9568 requires of multicast VRRP; with ``link_local=False`` (unicast VRRP to
+    global or unique-local peers) the first global one not in ``exclude``. Usable
+    addresses are preferred over ones still in DAD.
     """
     found = _addresses(ifname, version)
     if version == 4:
         candidates = [a for a in found if a.scope == RT_SCOPE_UNIVERSE]
         candidates.sort(key=lambda a: bool(a.flags & IFA_F_SECONDARY))
     else:
-        candidates = [a for a in found if a.scope == RT_SCOPE_LINK]
+        scope = RT_SCOPE_UNIVERSE if link_local is False else RT_SCOPE_LINK
+        candidates = [a for a in found if a.scope == scope]
         candidates.sort(key=lambda a: not a.usable)
     for address in candidates:
         if address.interface.ip not in exclude:
             return address.interface.ip
-    raise LookupError(_no_address_message(ifname, version))
+    raise LookupError(_no_address_message(ifname, version, link_local is not False))
 
 
 def can_send_from(ifname: str, ip: IPAddress) -> bool:
@@ -115,7 +122,12 @@ def _addresses(ifname: str, version: Literal[4, 6] | None) -> list[Address]:
         return rtnl.addresses(family, _rtnl.find_link(rtnl, ifname).index)
 
 
-def _no_address_message(ifname: str, version: int) -> str:
+def _no_address_message(ifname: str, version: int, link_local: bool) -> str:
     if version == 4:
         return f"{ifname} has no IPv4 address besides the VIPs: give it one of its own"
+    if not link_local:
+        return (
+            f"{ifname} has no global IPv6 address besides the VIPs, only link-local: "
+            "VRRP to global election.unicast_peers speaks from one; give it one"
+        )
     return f"{ifname} has no IPv6 link-local address (is IPv6 disabled on it?)"

@@ -31,7 +31,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from vipcast.linux.udp import IP_PKTINFO, IPV6_PKTINFO, UDP_SEGMENT
 
@@ -53,6 +53,7 @@ __all__ = [
     "send_segments",
     "RunSender",
     "batched_io_available",
+    "endpoint",
 ]
 
 Address = tuple[str, int]
@@ -202,15 +203,35 @@ def _address(raw: ctypes.Array[ctypes.c_char] | bytearray) -> int:
 
 
 def decode_sockaddr(raw: bytes) -> Address:
-    """(address, port) from a struct sockaddr_in or sockaddr_in6."""
+    """(address, port) from a struct sockaddr_in or sockaddr_in6.
+
+    A scoped IPv6 address keeps its scope as Python writes it: ``fe80::1%eth0``
+    (the interface's index when it has no name here).
+    """
     (family,) = _SA_FAMILY.unpack_from(raw)
     if family == socket.AF_INET:
         port, packed = _SA_IN.unpack_from(raw, 2)
         return socket.inet_ntop(socket.AF_INET, packed), port
     if family == socket.AF_INET6:
         port, _flow, packed = _SA_IN6.unpack_from(raw, 2)
-        return socket.inet_ntop(socket.AF_INET6, packed), port
+        host = socket.inet_ntop(socket.AF_INET6, packed)
+        scope_id = _SCOPE.unpack_from(raw, 24)[0] if len(raw) >= 28 else 0
+        return (f"{host}%{_interface_name(scope_id)}" if scope_id else host), port
     raise ValueError(f"not an IP socket address (family {family})")
+
+
+def endpoint(name: tuple[Any, ...]) -> Address:
+    """(address, port) from what Python's socket calls return, a scope as ``%eth0``."""
+    if len(name) == 4 and name[3]:
+        return f"{name[0]}%{_interface_name(name[3])}", name[1]
+    return name[0], name[1]
+
+
+def _interface_name(index: int) -> str:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return str(index)
 
 
 def encode_sockaddr(family: int, address: Address) -> bytes:
@@ -272,8 +293,8 @@ class MmsgReceiver:
         self._sources: dict[bytes, Address] = {}
         self._destinations: dict[bytes, Address] = {}
         self._port: int | None = None
-        # the part of a sockaddr that names the sender: family, port, (flow,) address
-        self._name_key = 24 if sock.family == socket.AF_INET6 else 8
+        # the part of a sockaddr that names the sender: family, port, (flow,) address, scope
+        self._name_key = 28 if sock.family == socket.AF_INET6 else 8
         # the one control message expected: (level, type, address offset, length)
         self._expected = (
             (socket.IPPROTO_IPV6, IPV6_PKTINFO, _CMSG.size, 16)
@@ -437,7 +458,7 @@ class RecvfromReceiver:
                 self.truncated += 1
                 continue
             destination = self._destination(control) if self.pktinfo else None
-            out.append(Received(slot[:size], (source[0], source[1]), destination))
+            out.append(Received(slot[:size], endpoint(source), destination))
         return out
 
     def _destination(self, control: list[tuple[int, int, bytes]]) -> Address | None:

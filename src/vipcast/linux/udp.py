@@ -28,6 +28,7 @@ __all__ = [
     "UdpSetupError",
     "family_of",
     "interface_index",
+    "sockaddr",
     "udp_socket",
     "set_buffers",
     "bind_freebind",
@@ -86,6 +87,29 @@ def interface_index(interface: str | int) -> int:
         return socket.if_nametoindex(interface)
     except OSError as exc:
         raise UdpSetupError(errno.ENODEV, f"no network interface named {interface!r}") from exc
+
+
+def sockaddr(
+    address: str, port: int, interface: str | int | None = None
+) -> tuple[str, int] | tuple[str, int, int, int]:
+    """What ``bind``/``sendto`` take for ``address``: IPv6 link-local gets its scope id.
+
+    A link-local address means nothing without an interface: ``interface`` (or a
+    ``%eth0`` suffix on the address) gives it. Other addresses ignore ``interface``.
+    """
+    host, _, scope = address.partition("%")
+    ip = ipaddress.ip_address(host)
+    if ip.version == 4:
+        return (host, port)
+    if not ip.is_link_local:
+        return (host, port, 0, 0)
+    where = scope or interface
+    if where is None:
+        raise UdpSetupError(
+            errno.EINVAL, f"{host} is link-local: it needs an interface (e.g. {host}%eth0)"
+        )
+    index = int(where) if isinstance(where, str) and where.isdigit() else interface_index(where)
+    return (host, port, 0, index)
 
 
 def udp_socket(
@@ -149,11 +173,16 @@ def _set_buffer(sock: socket.socket, which: tuple[str, int, int, str], size: int
     return got
 
 
-def bind_freebind(sock: socket.socket, address: str, port: int) -> None:
+def bind_freebind(
+    sock: socket.socket, address: str, port: int, interface: str | int | None = None
+) -> None:
     """Bind to ``address:port`` even when no interface has ``address`` yet.
 
     A relay binds the VIP at start; datagrams flow the moment the VIP is added.
-    IPv6 sockets use IPV6_FREEBIND (Linux 4.15); older kernels take IP_FREEBIND.
+    The relay's fan-out socket binds this node's own address, which for IPv6 may
+    still be in duplicate address detection. IPv6 sockets use IPV6_FREEBIND
+    (Linux 4.15); older kernels take IP_FREEBIND. An IPv6 link-local address is
+    bound on ``interface`` (its scope), which the socket then sends out of.
     """
     if sock.family == socket.AF_INET6:
         try:
@@ -163,7 +192,7 @@ def bind_freebind(sock: socket.socket, address: str, port: int) -> None:
     else:
         sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
     try:
-        sock.bind((address, port))
+        sock.bind(sockaddr(address, port, interface))
     except OSError as exc:
         raise _explain(
             exc,

@@ -25,7 +25,7 @@ from vipcast.core.retransmit import ByteBudget, NackLimiter, RetransmitBuffer
 from vipcast.daemon.dataplane.stats import FeedStats
 from vipcast.daemon.quietlog import QuietLogger
 from vipcast.linux import udp
-from vipcast.linux.mmsg import Received, RunSender, make_receiver
+from vipcast.linux.mmsg import Received, RunSender, endpoint, make_receiver
 
 log = logging.getLogger("vipcast.relay")
 quiet = QuietLogger(log)
@@ -52,8 +52,10 @@ class Fanout:
         )
         family = udp.family_of(self.destinations[0][0])
         self.sock = udp.udp_socket(family, rcvbuf=4 << 20, sndbuf=SOCKET_BUFFER)
-        self.sock.bind((source, 0))
-        self.address: Endpoint = self.sock.getsockname()[:2]
+        # from the address the election knows this node by; IPv6 link-local (multicast
+        # VRRP) is bound with the interface's scope, so envelopes come from fe80::x%eth0
+        udp.bind_freebind(self.sock, source, 0, interface)
+        self.address: Endpoint = endpoint(self.sock.getsockname())
         self.interface, self.group = interface, cluster.group
         if cluster.group:
             udp.multicast_sender(self.sock, interface, ttl=1, loop=True)
@@ -133,9 +135,10 @@ class FeedRelay:
         self.encoder = env.RecordEncoder((vip, feed.port))
         self.destination: env.Address = (vip, feed.port)
         lan_v6 = ":" in fanout.destinations[0][0]
+        sizes = {"lan_ipv6": lan_v6, "addr_v6": ":" in vip, "auth": bool(self.key)}
         self.budget = env.envelope_budget(cluster.mtu, lan_ipv6=lan_v6)
-        self.max_payload = env.max_payload(cluster.mtu, lan_ipv6=lan_v6, auth=bool(self.key))
-        self.max_relayable = env.max_relayable_payload(lan_ipv6=lan_v6, auth=bool(self.key))
+        self.max_payload = env.max_payload(cluster.mtu, **sizes)
+        self.max_relayable = env.max_relayable_payload(**sizes)
         self.buffer = RetransmitBuffer(
             max_count=max(1, cluster.retransmit_buffer),
             max_age_ns=int(cluster.retransmit_age * 1e9),
