@@ -33,7 +33,7 @@ from vipcast.daemon.quietlog import QuietLogger
 from vipcast.linux.announce import Announcer
 from vipcast.linux.vrrp_socket import GROUP_V4, VrrpSocket
 
-NODE = IPv4Address("198.18.0.11")
+NODE = IPv4Address("127.0.0.1")  # node.address must be on the interface (lo)
 VIP = IPv4Interface("198.18.0.100/24")
 INTERVAL = 0.02  # advert interval (s): Master_Down_Interval 72 ms at priority 100
 
