@@ -129,6 +129,19 @@ def test_the_data_plane_removes_the_vip_when_the_guard_cannot(site: Site) -> Non
         os.kill(guard, signal.SIGCONT)
 
 
+def test_a_guard_that_dies_is_started_again_and_still_guards(site: Site) -> None:
+    n1, n2 = pair(site)  # no feeds: the guard alone removes the VIP
+    first = child(n1.proc.pid, "vipcast.daemon.guard")
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: guards(n1) not in ([], [first]), 5, what="a new guard")
+    assert n1.state() == "MASTER"
+    takes_over_after_sigkill(site, n1, n2)
+
+
+def guards(node: VipcastNode) -> list[int]:
+    return [c for c, cmd in children(node.proc.pid).items() if "vipcast.daemon.guard" in cmd]
+
+
 # --- one daemon per configuration ------------------------------------------------
 
 

@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         lock.acquire(create=False)
     except AlreadyRunningError as e:
-        raise AlreadyRunningError(f"release refused: {e}") from None
+        hint = "a running daemon removes its VIPs itself when it stops"
+        raise AlreadyRunningError(f"release refused: {e}; {hint}") from None
     try:
         with VipManager(ifname, cfg.vip.addresses) as vips:
             removed = vips.remove()

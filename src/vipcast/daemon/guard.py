@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import ipaddress
 import logging
@@ -45,6 +46,7 @@ READY = b"ready\n"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 2.0
 RESTART_DELAY = 1.0
+CANNOT_REMOVE = "the main process is gone, and the VIPs cannot be removed: %s"
 
 
 def daemon_lock(cfg: Config) -> DaemonLock:
@@ -67,8 +69,8 @@ def release_vips(ifname: str, addresses: Sequence[IPInterface]) -> list[IPInterf
     try:
         with VipManager(ifname, addresses) as vips:
             return _remove(vips)
-    except (OSError, LookupError) as e:
-        log.error("the main process is gone, and the VIPs cannot be removed: %s", e)
+    except (OSError, LookupError) as e:  # no netlink socket, no such interface
+        log.error(CANNOT_REMOVE, e)
         return []
 
 
@@ -76,7 +78,7 @@ def _remove(vips: VipManager) -> list[IPInterface]:
     try:
         removed = vips.remove()
     except (OSError, LookupError) as e:
-        log.error("the main process is gone, and the VIPs cannot be removed: %s", e)
+        log.error(CANNOT_REMOVE, e)
         return []
     if removed:
         names = ", ".join(str(v) for v in removed)
@@ -127,18 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     control = socket.socket(fileno=args.control_fd)
     with VipManager(args.interface, args.vip) as vips:  # netlink socket open from now on
         on_parent_death(lambda: _remove(vips))
-        control.sendall(READY)
-        _wait_for_end(control)
+        with contextlib.suppress(OSError):  # if it fails, the main process is gone already
+            control.sendall(READY)
+            _wait_for_end(control)
         _remove(vips)  # after a clean stop there is nothing left to remove
     return 0
 
 
 def _wait_for_end(control: socket.socket) -> None:
     """Until the main process closes its end: at its stop, or by dying."""
-    try:
-        while control.recv(64):
-            pass
-    except ConnectionError:
+    while control.recv(64):
         pass
 
 

@@ -26,6 +26,7 @@ from vipcast.daemon.guard import Guard, daemon_lock
 from vipcast.daemon.health import Health
 from vipcast.daemon.metrics import Metrics
 from vipcast.daemon.roles import CRITICAL_COOLDOWN, Roles, run_notify
+from vipcast.linux.lock import AlreadyRunningError
 from vipcast.linux.privileges import require
 
 log = logging.getLogger("vipcast")
@@ -240,7 +241,16 @@ def _start_watchdog(loop: asyncio.AbstractEventLoop) -> asyncio.Task[None] | Non
 
 
 def run(cfg: Config, config_path: Path | None = None) -> int:
-    """Take the config's locks first (AlreadyRunning: nothing touched), then serve."""
-    with daemon_lock(cfg), contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(serve(cfg, config_path))
-    return 0
+    """Take the config's locks first (refused: nothing touched), then serve."""
+    lock = daemon_lock(cfg)
+    try:
+        lock.acquire()
+    except AlreadyRunningError as e:
+        hint = "stop it first, or give this node its own control_socket and VRID"
+        raise AlreadyRunningError(f"{e}; {hint}") from None
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(serve(cfg, config_path))
+        return 0
+    finally:
+        lock.release()

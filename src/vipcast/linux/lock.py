@@ -69,13 +69,6 @@ class DaemonLock:
             os.close(fd)  # closing the only descriptor drops the lock
         self._fds.clear()
 
-    def __enter__(self) -> DaemonLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
 
 def _lock(path: Path, what: str, *, create: bool) -> int:
     flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
@@ -88,8 +81,7 @@ def _lock(path: Path, what: str, *, create: bool) -> int:
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise
         raise AlreadyRunningError(
-            f"another vipcast daemon{holder} already runs {what} (lock {path}); "
-            "stop it first, or give this node its own control_socket and VRID"
+            f"another vipcast daemon{holder} already runs {what} (lock {path})"
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
