@@ -215,6 +215,7 @@ def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Type=notify" in unit
     assert "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW" in unit
+    assert f"ExecStopPost={vipcast} release --config {REPO / 'examples' / 'node.toml'}" in unit
 
 
 def test_the_election_runs_real_time_and_nothing_else_does(site: Site, tmp_path: Path) -> None:
@@ -231,7 +232,9 @@ def test_the_election_runs_real_time_and_nothing_else_does(site: Site, tmp_path:
     node.wait_state("MASTER")
     wait_until(lambda: alive(marker), 5, what="role running")
     with open(f"/proc/{node.proc.pid}/task/{node.proc.pid}/children") as f:
-        dataplane = int(f.read().split()[0])
+        children = [int(pid) for pid in f.read().split()]  # the data plane, the guard, roles
+    assert len(children) >= 3
     assert os.sched_getscheduler(node.proc.pid) == os.SCHED_RR
-    assert os.sched_getscheduler(dataplane) == os.SCHED_OTHER
+    for pid in children:
+        assert os.sched_getscheduler(pid) == os.SCHED_OTHER, pid
     assert os.sched_getscheduler(int(marker.read_text())) == os.SCHED_OTHER

@@ -10,6 +10,7 @@ from importlib import import_module
 
 from vipcast import __version__
 from vipcast.config import ConfigError
+from vipcast.linux.lock import AlreadyRunningError
 
 # subcommand -> module under vipcast.cli with add_arguments(parser) and run(args) -> int
 COMMANDS = {
@@ -18,10 +19,11 @@ COMMANDS = {
     "status": ("status", "show the local daemon's state"),
     "events": ("events", "stream the local daemon's transitions as they happen"),
     "handover": ("handover", "planned switchover: make the peer master without loss"),
+    "release": ("release", "remove this config's VIPs from its interface (no daemon running)"),
     "demo": ("demo", "build a virtual site in namespaces and show a failover"),
 }
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_PRIVILEGE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_PRIVILEGE, EXIT_RUNNING = 0, 1, 2, 3, 4, 5
 
 log = logging.getLogger("vipcast")
 
@@ -52,20 +54,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         return int(import_module(f"vipcast.cli.{args.module}").run(args))
-    except ConfigError as e:
-        log.error("invalid configuration: %s", e)
-        return EXIT_CONFIG
-    except PermissionError as e:
-        log.error("%s", e)
-        return EXIT_PRIVILEGE
-    except LookupError as e:  # an interface or address that is not there
-        log.error("%s", e.args[0] if e.args else e)
-        return EXIT_CONFIG
-    except (OSError, RuntimeError) as e:
-        log.error("%s", e)
-        return EXIT_FAILURE
+    except (ConfigError, OSError, LookupError, RuntimeError) as e:
+        return failed(e)
     except KeyboardInterrupt:
         return 130
+
+
+# the expected failures, first match wins: (exception, exit code, what the log line says first)
+FAILURES: tuple[tuple[type[Exception], int, str], ...] = (
+    (ConfigError, EXIT_CONFIG, "invalid configuration: "),
+    (PermissionError, EXIT_PRIVILEGE, ""),
+    (LookupError, EXIT_CONFIG, ""),  # an interface or address that is not there
+    (AlreadyRunningError, EXIT_RUNNING, ""),  # another daemon holds the lock: nothing touched
+    (OSError, EXIT_FAILURE, ""),
+    (RuntimeError, EXIT_FAILURE, ""),
+)
+
+
+def failed(error: Exception) -> int:
+    """One log line for an expected failure; its exit code."""
+    for kind, code, prefix in FAILURES:
+        if isinstance(error, kind):
+            text = error.args[0] if isinstance(error, LookupError) and error.args else error
+            log.error("%s%s", prefix, text)
+            return code
+    raise error
 
 
 if __name__ == "__main__":

@@ -22,9 +22,12 @@ from vipcast.daemon.control import ControlServer
 from vipcast.daemon.dataplane.client import DataplaneClient
 from vipcast.daemon.election import Election
 from vipcast.daemon.events import EventBus
+from vipcast.daemon.guard import Guard, daemon_lock
 from vipcast.daemon.health import Health
 from vipcast.daemon.metrics import Metrics
 from vipcast.daemon.roles import CRITICAL_COOLDOWN, Roles, run_notify
+from vipcast.linux.lock import AlreadyRunningError
+from vipcast.linux.privileges import require
 
 log = logging.getLogger("vipcast")
 HANDOVER_ON_STOP_TIMEOUT = 5.0
@@ -44,6 +47,9 @@ class Node:
             {"status": self._status, "handover": self._handover},
         )
         self.stopping = asyncio.Event()
+        self.guard = Guard(
+            cfg.node.interface, cfg.vip.addresses, self.bus, log.isEnabledFor(logging.DEBUG)
+        )
         self.dataplane: DataplaneClient | None = None
         self._feed_totals: dict[tuple[str, str], int] = {}
         self.health = Health(cfg.tracks, self._health_changed)
@@ -52,6 +58,8 @@ class Node:
         self.election.listeners.append(self._on_transition)
 
     async def start(self) -> None:
+        require("CAP_NET_RAW", "CAP_NET_ADMIN", what="run the VRRP election")  # before any child
+        await self.guard.start()  # before any VIP can be added: it removes them if we die
         await self.control.start()
         if self.cfg.metrics.listen:
             self.metrics.serve(*self.cfg.metrics.listen)
@@ -145,6 +153,7 @@ class Node:
             if self.dataplane is not None:
                 await self.dataplane.stop()
             await self.control.close()
+            await self.guard.stop()
 
     def reload(self) -> None:
         if self.config_path is None:
@@ -263,6 +272,16 @@ def watchdog_tick(election: Election) -> bool:
 
 
 def run(cfg: Config, config_path: Path | None = None) -> int:
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(serve(cfg, config_path))
-    return 0
+    """Take the config's locks first (refused: nothing touched), then serve."""
+    lock = daemon_lock(cfg)
+    try:
+        lock.acquire()
+    except AlreadyRunningError as e:
+        hint = "stop it first, or give this node its own control_socket and VRID"
+        raise AlreadyRunningError(f"{e}; {hint}") from None
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(serve(cfg, config_path))
+        return 0
+    finally:
+        lock.release()

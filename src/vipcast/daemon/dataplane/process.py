@@ -22,7 +22,7 @@ from vipcast.config import Config
 from vipcast.core import envelope as env
 from vipcast.core import timing
 from vipcast.core.relay_session import DrainWatch, end_times
-from vipcast.daemon import scheduling
+from vipcast.daemon import guard, scheduling
 from vipcast.daemon.dataplane.deliver import Delivery
 from vipcast.daemon.dataplane.loop import Loop, Timer
 from vipcast.daemon.dataplane.outbound import Outbound
@@ -212,6 +212,7 @@ class Dataplane:
         except BlockingIOError:
             return
         if not data:  # the main process is gone: stop relaying, exit
+            guard.release_vips(self.cfg.node.interface, self.cfg.vip.addresses)
             self.set_master(False)
             self.loop.stop()
             return
@@ -286,5 +287,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     control = socket.socket(fileno=args.control_fd)
     control.setblocking(False)
     cfg = config.load(args.config)
+    guard.release_on_parent_death(cfg.node.interface, cfg.vip.addresses)
     Dataplane(cfg, control, args.node_id, args.source).run()
     return 0
