@@ -526,7 +526,18 @@ class _Other:
     datagrams reached another node's apps, or nobody's, but not this node's.
     """
 
-    __slots__ = ("born", "claims", "ended", "heard", "high", "node", "relay", "session", "start")
+    __slots__ = (
+        "announced",
+        "born",
+        "claims",
+        "ended",
+        "heard",
+        "high",
+        "node",
+        "relay",
+        "session",
+        "start",
+    )
 
     def __init__(self, session: int, node: int, relay: str, start: int, now: int) -> None:
         self.session, self.node, self.relay = session, node, relay
@@ -534,6 +545,7 @@ class _Other:
         self.ended = False
         self.born = self.heard = now  # first and last heard
         self.claims = _Claims()
+        self.announced = False  # its SplitBrain has been emitted
 
     def confirmed(self, cfg: SequencerConfig) -> bool:
         """Heard for long enough to be a real relay's session, not one forged packet."""
@@ -708,8 +720,11 @@ class _Feed:
     def _note_other(self, other: _Other, msg: Message, now: int, acts: list[Action]) -> None:
         if not other.take(msg, self.cfg, now):
             self.counters.implausible += 1
-        elif other.ended and other.confirmed(self.cfg):
-            self._report_other(other, acts)
+        elif other.confirmed(self.cfg):
+            if not other.announced:
+                self._announce_split(other, acts)  # a split going on: say so now
+            if other.ended:
+                self._report_other(other, acts)
 
     def _report_other(self, other: _Other, acts: list[Action]) -> None:
         """A session delivered elsewhere (or nowhere) during a split: report it here."""
@@ -719,23 +734,26 @@ class _Feed:
         if not other.confirmed(self.cfg):
             self.counters.implausible += 1  # heard once: a forgery, or too little to tell
             return
-        if count < 1 or self.leader is None:
+        if self.leader is None:
+            return
+        if not other.announced:
+            self._announce_split(other, acts)
+        if count > 0:
+            acts.append(GapUnrecoverable(self.feed, other.session, other.start, count, "split"))
+            self.counters.unrecoverable += count
+
+    def _announce_split(self, other: _Other, acts: list[Action]) -> None:
+        """Another relay runs a session beside the leader's: a split brain, reported once."""
+        other.announced = True
+        if self.leader is None:
             return
         cur = self.current
-        acts.append(
-            SplitBrain(
-                self.feed,
-                self.leader,
-                cur.session if cur else 0,
-                other.relay,
-                other.session,
-                other.start,
-                other.high,
-            )
+        session = cur.session if cur else 0
+        split = SplitBrain(
+            self.feed, self.leader, session, other.relay, other.session, other.start, other.high
         )
-        acts.append(GapUnrecoverable(self.feed, other.session, other.start, count, "split"))
+        acts.append(split)
         self.counters.split_brains += 1
-        self.counters.unrecoverable += count
 
     def _remember(self, session: int, past: _Past) -> None:
         self.past.pop(session, None)
