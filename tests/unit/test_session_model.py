@@ -195,3 +195,35 @@ def test_a_closing_heartbeat_from_a_member_not_leading_changes_nothing() -> None
     feed_all(seqr, [data(A, 1, 3)], now=0)
     assert accept(seqr, Heartbeat(FEED, NODE_B, B, 0, closing=True), MS) == []
     assert delivered(accept(seqr, data(A, 4), 2 * MS)) == [(A, 4)]
+
+
+def test_a_tail_learned_after_a_failover_is_reported_as_lost_not_as_a_split() -> None:
+    # node1's view: it followed B (node2); node2's link went down after relaying #1..#10,
+    # of which node1 heard #1..#7; node1 took over; node2's end arrives once its link is back
+    seqr = following()
+    lead(seqr, NODE_B, 0)
+    feed_all(seqr, [data(B, 1, 7)], now=0)
+    lead(seqr, NODE_A, 500 * MS)
+    acts = feed_all(seqr, [data(A, 1)], now=500 * MS)
+    acts += settle(seqr, 600 * MS)
+    acts += accept(seqr, eos(B, 10), 2000 * MS)
+    acts += accept(seqr, eos(B, 10), 3000 * MS)  # its once-a-second repeat confirms it
+    assert of(SplitBrain, acts) == []
+    assert of(GapUnrecoverable, acts) == [GapUnrecoverable(FEED, B, 8, 3, "failover")]
+
+
+def test_a_relay_states_its_last_end_once_a_second_until_it_relays_again() -> None:
+    from vipcast.core import timing
+    from vipcast.core.relay_session import RelaySession
+
+    relay = RelaySession(FEED, NODE_A)
+    relay.start(10**18, 0)
+    relay.number(5, 0)
+    end = relay.stop(MS)
+    assert end == EndOfSession(FEED, NODE_A, relay.served, 5, 0)
+    assert relay.end_refresh(MS + timing.END_REFRESH_NS // 2) is None
+    assert relay.end_refresh(MS + timing.END_REFRESH_NS) == end
+    assert relay.end_refresh(MS + timing.END_REFRESH_NS + 1) is None
+    assert relay.end_refresh(MS + timing.END_REFRESH_FOR_NS + timing.END_REFRESH_NS) is None
+    relay.start(10**18 + 10**9, 2 * MS)
+    assert relay.end_refresh(10**12) is None  # relaying again: no old end

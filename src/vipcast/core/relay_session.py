@@ -25,6 +25,8 @@ class RelaySession:
     served: int = 0  # the session NACKs are answered for: the active one, or the last ended
     next_seq: int = 1  # the number the next datagram gets
     last_sent: int = 0  # when anything of the session last went out
+    ended: EndOfSession | None = None  # the last session's end, stated again for a while
+    ended_at: int = 0
 
     @property
     def active(self) -> bool:
@@ -34,6 +36,7 @@ class RelaySession:
         """Become the feed's relay under a new session; returns its id."""
         self.session = self.served = new_session_id(self.node, unix_ns, self.served)
         self.next_seq, self.last_sent = 1, now
+        self.ended = None
         return self.session
 
     def number(self, count: int, now: int) -> int:
@@ -56,12 +59,24 @@ class RelaySession:
             return None
         return Heartbeat(self.feed, self.node, self.session, self.next_seq - 1, closing=True)
 
-    def stop(self, next_session: int = 0) -> EndOfSession | None:
+    def stop(self, now: int, next_session: int = 0) -> EndOfSession | None:
         """Stop relaying; the END_OF_SESSION to send (repeated, see ``end_times``)."""
         if not self.active:
             return None
         end = EndOfSession(self.feed, self.node, self.session, self.next_seq - 1, next_session)
         self.session = 0
+        self.ended, self.ended_at, self.last_sent = end, now, now
+        return end
+
+    def end_refresh(self, now: int) -> EndOfSession | None:
+        """The last session's end again, once per ``END_REFRESH_NS`` for a while; else None."""
+        end = self.ended
+        if end is None or now - self.last_sent < timing.END_REFRESH_NS:
+            return None
+        if now - self.ended_at > timing.END_REFRESH_FOR_NS:
+            self.ended = None
+            return None
+        self.last_sent = now
         return end
 
 

@@ -531,18 +531,24 @@ class _Other:
         "born",
         "claims",
         "ended",
+        "followed",
         "heard",
         "high",
+        "live",
         "node",
         "relay",
         "session",
         "start",
     )
 
-    def __init__(self, session: int, node: int, relay: str, start: int, now: int) -> None:
+    def __init__(
+        self, session: int, node: int, relay: str, start: int, now: int, *, followed: bool
+    ) -> None:
         self.session, self.node, self.relay = session, node, relay
         self.start, self.high = start, start - 1
         self.ended = False
+        self.followed = followed  # delivered here before: what we learn now is its tail
+        self.live = False  # heard relaying (DATA, HEARTBEAT), not only ending
         self.born = self.heard = now  # first and last heard
         self.claims = _Claims()
         self.announced = False  # its SplitBrain has been emitted
@@ -561,7 +567,13 @@ class _Other:
             return False
         self.high = max(self.high, top)
         self.ended = self.ended or isinstance(msg, EndOfSession)
+        self.live = self.live or not isinstance(msg, EndOfSession)
         return True
+
+    @property
+    def split(self) -> bool:
+        """Ran beside the leader's session (a split brain), not just a tail learned late."""
+        return self.live or not self.followed
 
 
 class _Past(NamedTuple):
@@ -609,7 +621,10 @@ class _Feed:
         self.leader = relay
         for stream in [p for p in self.pending.values() if p.relay != relay]:
             del self.pending[stream.session]  # a former leader's, never delivered
-            other = _Other(stream.session, stream.node, stream.relay, stream.start, stream.heard)
+            other = _Other(
+                stream.session, stream.node, stream.relay, stream.start, stream.heard,
+                followed=False,
+            )  # fmt: skip
             other.high = stream.high
             self._keep_other(other, acts)
         for other in [o for o in self.others.values() if o.relay == relay]:
@@ -655,7 +670,7 @@ class _Feed:
             return None
         if relay != self.leader:
             self.counters.not_leader += 1
-            other = _Other(sid, msg.node, relay, start, now)
+            other = _Other(sid, msg.node, relay, start, now, followed=past is not None)
             self._keep_other(other, acts)
             self._note_other(other, msg, now, acts)
             return None
@@ -721,7 +736,7 @@ class _Feed:
         if not other.take(msg, self.cfg, now):
             self.counters.implausible += 1
         elif other.confirmed(self.cfg):
-            if not other.announced:
+            if other.split and not other.announced:
                 self._announce_split(other, acts)  # a split going on: say so now
             if other.ended:
                 self._report_other(other, acts)
@@ -736,10 +751,11 @@ class _Feed:
             return
         if self.leader is None:
             return
-        if not other.announced:
+        if other.split and not other.announced:
             self._announce_split(other, acts)
         if count > 0:
-            acts.append(GapUnrecoverable(self.feed, other.session, other.start, count, "split"))
+            reason = "split" if other.split else "failover"  # a tail learned after we left
+            acts.append(GapUnrecoverable(self.feed, other.session, other.start, count, reason))
             self.counters.unrecoverable += count
 
     def _announce_split(self, other: _Other, acts: list[Action]) -> None:

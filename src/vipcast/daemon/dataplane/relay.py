@@ -168,7 +168,7 @@ class FeedRelay:
 
     def stop(self, next_session: int = 0) -> bytes | None:
         """Stop relaying; returns the END_OF_SESSION envelope to send, if active."""
-        end = self.state.stop(next_session)
+        end = self.state.stop(time.monotonic_ns(), next_session)
         self.framer = None  # ``served`` still answers NACKs for the tail
         return None if end is None else env.encode_end_of_session(end, key=self.key)
 
@@ -249,9 +249,13 @@ class FeedRelay:
     # --- idle and recovery ---------------------------------------------------------
 
     def heartbeat(self) -> bytes | None:
-        """A HEARTBEAT envelope if the feed has been idle; None otherwise."""
-        beat = self.state.heartbeat(time.monotonic_ns())
-        return None if beat is None else env.encode_heartbeat(beat, key=self.key)
+        """A HEARTBEAT if the feed has been idle, or the last session's end, if due."""
+        now = time.monotonic_ns()
+        beat = self.state.heartbeat(now)
+        if beat is not None:
+            return env.encode_heartbeat(beat, key=self.key)
+        end = self.state.end_refresh(now)
+        return None if end is None else env.encode_end_of_session(end, key=self.key)
 
     def closing_heartbeat(self) -> bytes | None:
         """A HEARTBEAT flagged closing: receivers will wait for this session's end."""
