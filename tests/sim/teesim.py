@@ -39,8 +39,8 @@ from vipcast.core import envelope as env
 from vipcast.core import timing
 from vipcast.core.relay_session import DrainWatch, RelaySession, end_times
 from vipcast.core.retransmit import ByteBudget, NackLimiter, RetransmitBuffer
-from vipcast.core.sequencer import Action as SeqAction
 from vipcast.core.sequencer import (
+    CONFIRM_MESSAGES,
     Deliver,
     GapUnrecoverable,
     RequestRetransmit,
@@ -49,6 +49,7 @@ from vipcast.core.sequencer import (
     SessionStarted,
     SplitBrain,
 )
+from vipcast.core.sequencer import Action as SeqAction
 from vipcast.core.vrrp.codec import (
     VRRP_GROUP_V4,
     Advert,
@@ -236,6 +237,7 @@ class Records:
     followed_index: int | None = None  # the input after which later sessions count from 1
     index: int = 0  # inputs to the sequencer so far
     rejected: dict[str, int] = field(default_factory=dict)
+    joined_ms: int = 0  # the wall clock (ms) when this process's receiver started
 
     @property
     def name(self) -> str:
@@ -265,8 +267,8 @@ class Relay:
         self.truth.started[session] = now
         return session
 
-    def stop(self) -> bytes | None:
-        end = self.state.stop()
+    def stop(self, now: int) -> bytes | None:
+        end = self.state.stop(now)
         self.framer = None
         return None if end is None else env.encode_end_of_session(end)
 
@@ -350,8 +352,12 @@ class Proc:
         )
         self.router = VirtualRouter(params)
         self.relay = Relay(host.node_id, sim.truth, sim.cfg.buffer_count)
-        self.seq = Sequencer(SequencerConfig(window=32768, max_jump=max(1, sim.cfg.buffer_count)))
-        self.rec = Records(host.addr, incarnation, sim.clock.now)
+        joined = host.wall(sim.clock.now)
+        self.seq = Sequencer(
+            SequencerConfig(window=32768, max_jump=max(1, sim.cfg.buffer_count)),
+            joined_unix_ns=joined,
+        )
+        self.rec = Records(host.addr, incarnation, sim.clock.now, joined_ms=joined // 1_000_000)
         self.master = False  # the data plane's view (set_master)
         self.told_leader: str | None = None  # election._leader
         self.rx_leader: str | None = None  # ClusterReceiver.leader
@@ -529,7 +535,7 @@ class Proc:
             self.set_leader(self.addr)  # our own relay is the one to follow
             self.relay.start(self.host.wall(self.now), self.now)
         else:
-            end = self.relay.stop()
+            end = self.relay.stop(self.now)
             if end is not None:
                 self.send_repeated([end])
 
@@ -541,6 +547,8 @@ class Proc:
         beat = self.relay.state.heartbeat(self.now)
         if beat is not None:
             self.fanout([env.encode_heartbeat(beat)], None)
+        elif (end := self.relay.state.end_refresh(self.now)) is not None:
+            self.fanout([env.encode_end_of_session(end)], None)
         self.later(self.now + timing.HEARTBEAT_TICK_NS, self.heartbeat_tick)
 
     def on_external(self, numbers: list[int]) -> None:
@@ -1004,9 +1012,12 @@ def _lo(rec: Records, session: int, heard: Heard) -> int:
     as the first message of a session) it owes nothing: a session first heard then
     counts from where the receiver started delivering it (the live edge it chose), or,
     if it never did, from its first message's live edge. Every session first heard
-    after that counts from 1.
+    after that counts from 1, except a session begun before this process started (its id
+    says when): a previous process may have delivered its start, so it is joined at its
+    live edge too.
     """
-    if rec.followed_index is None or heard.first_index <= rec.followed_index:
+    older = (session >> 16) < rec.joined_ms
+    if older or rec.followed_index is None or heard.first_index <= rec.followed_index:
         started = [a.first_seq for _, _, a in rec.starts if a.session == session]
         return started[0] if started else heard.live_edge
     return 1
@@ -1083,7 +1094,10 @@ def check_no_silent_loss(sim: Sim) -> list[str]:
     or 1, up to the highest sequence number any such message stated. A number of that
     range not delivered is a silent loss unless a GapUnrecoverable covered it. What no
     message told the node of (a relay killed right after numbering, a split whose ends
-    never reached it) is not counted here; see :func:`check_cross_accounting`.
+    never reached it) is not counted here; see :func:`check_cross_accounting`. Nor is a
+    session the node heard too little of to tell from a forgery (fewer than
+    ``CONFIRM_MESSAGES`` messages within ``CONFIRM_NS``) and never delivered: the price of
+    not believing one forged packet (docs/protocol.md, "Plausibility").
     """
     out = []
     for rec in _live_records(sim):
@@ -1095,6 +1109,8 @@ def check_no_silent_loss(sim: Sim) -> list[str]:
             if session not in sim.truth.relay_of and session not in sim.truth.started:
                 continue  # never a real relay's (a forged session)
             got, ranges = delivered.get(session, set()), reported.get(session, [])
+            if not got and not ranges and _too_little(heard):
+                continue
             lo = _lo(rec, session, heard)
             missing = [
                 q for q in range(lo, heard.top + 1) if q not in got and not _in_ranges(q, ranges)
@@ -1107,6 +1123,12 @@ def check_no_silent_loss(sim: Sim) -> list[str]:
                     f"{heard.first_t / 1e6:.1f}..{heard.last_t / 1e6:.1f}ms)"
                 )
     return out
+
+
+def _too_little(heard: Heard) -> bool:
+    """Heard in too few messages, over too short a time, to be believed (one forgery)."""
+    short = heard.last_t - heard.first_t < timing.CONFIRM_NS
+    return short and len(heard.arrivals) < CONFIRM_MESSAGES
 
 
 def thaw_burst(sim: Sim, rec: Records, heard: Heard, missing: list[int]) -> bool:

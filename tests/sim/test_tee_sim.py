@@ -5,15 +5,13 @@ Properties (``teesim.check``): 1. liveness after the last heal, 2. no silent los
 and integrity (nothing delivered that no relay numbered so). Set ``VIPCAST_SIM_SEEDS``
 to run more seeds per sweep (e.g. 20000 for a long run).
 
-Known issues of the cores are strict xfails below (each names its input sequence);
-the sweeps waive exactly their signature, a split session silently lost (see
-``_split_session_loss``), so everything else they find fails the suite.
+The issues the simulation found in the cores are named scenarios below (each names
+its input sequence), fixed; the sweeps waive nothing.
 """
 
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 
@@ -23,39 +21,10 @@ from tests.sim.teesim import ADDRESSES, MS, ROUTER, SECOND, STRANGER, Fates, Run
 A, B, C = ADDRESSES
 LOSS_SEEDS = int(os.environ.get("VIPCAST_SIM_SEEDS", "600"))
 FAULT_SEEDS = int(os.environ.get("VIPCAST_SIM_SEEDS", "700"))
-_SILENT = re.compile(r"no silent loss: (\S+) never delivered nor reported session (\w+) ")
-
-
-_MISSING = re.compile(r"#([0-9.,\s]+) of #")
-
-
-def _split_session_loss(run: Run, violation: str) -> bool:
-    """The signature of the known issue below (an unconfirmed session of another relay
-    dropped, remembered as ``_Past(next=high + 1)``): a silent loss of a session this
-    process never delivered any of, or of runs that end right where the process later
-    resumed the session or reported it split from, or that were heard only in one
-    burst at a thaw."""
-    found = _SILENT.search(violation)
-    if found is None:
-        return False
-    name, session = found.group(1), int(found.group(2), 16)
-    rec = next(r for h in run.sim.hosts for r in h.incarnations if r.name == name)
-    if all(s != session for _, s, _, _ in rec.deliveries):
-        return True
-    restarts = {a.first_seq for _, _, a in rec.starts if a.session == session}
-    restarts |= {sp.first for sp in rec.splits if sp.session == session}
-    text = _MISSING.search(violation)
-    assert text is not None, violation
-    runs = [r.split("..") for r in text.group(1).replace(" ", "").split(",") if r]
-    missing = [q for r in runs for q in range(int(r[0]), int(r[-1]) + 1)]
-    heard = rec.heard[session]
-    return all(int(r[-1]) + 1 in restarts for r in runs) or teesim.thaw_burst(
-        run.sim, rec, heard, missing
-    )
 
 
 def _unwaived(run: Run) -> list[str]:
-    return [v for v in run.violations() if not _split_session_loss(run, v)]
+    return list(run.violations())
 
 
 def simulation(nodes: int = 2, fates: Fates = teesim.LOSSLESS, **cfg: int) -> Sim:
@@ -77,8 +46,17 @@ def assert_holds(run: Run) -> None:
 
 
 def splits_reported(run: Run, host: str) -> list[tuple[str, int, int]]:
+    """(relay, first, last) per split session: one SplitBrain each, and the lost ranges
+    reported for it (reason "split", perhaps in pieces) joined, which must be contiguous."""
     rec = run.sim.host(host).incarnations[-1]
-    return [(s.relay, s.first, s.last) for s in rec.splits]
+    out = []
+    for split in rec.splits:
+        ranges = sorted((f, f + n - 1) for _, s, f, n, why in rec.gaps if s == split.session)
+        assert ranges, f"split of {split.session:x} reported with no lost range"
+        for (_, end), (nxt, _) in zip(ranges, ranges[1:], strict=False):
+            assert nxt == end + 1, f"split ranges of {split.session:x} not contiguous: {ranges}"
+        out.append((split.relay, ranges[0][0], ranges[-1][1]))
+    return out
 
 
 def numbered(run: Run, relay: str) -> list[tuple[int, int]]:
@@ -207,16 +185,10 @@ def test_one_forged_envelope_from_the_masters_address_to_the_master(kind: str) -
     assert_holds(settle(sim, agreement=True))
 
 
-# ---------------------------------------------------------------- known issues of the cores
+# ---------------------------------------------------------------- what the simulation found, fixed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sequencer: a split session first taken in one burst (a thaw) is dropped as "
-    "unconfirmed and remembered as _Past(next=high+1); its later messages resume it from "
-    "there, so #1..high is neither delivered nor reported",
-)
-def test_known_split_session_heard_in_one_burst_at_a_thaw_is_reported_in_full() -> None:
+def test_split_session_heard_in_one_burst_at_a_thaw_is_reported_in_full() -> None:
     # A frozen 1 s .. 3 s; B takes over at ~1.26 s and relays; A<->B cut 2 s .. 4 s, so A
     # takes B's queued messages (#1..#147) at one instant at the thaw, then nothing for
     # 1 s (silence: dropped as "heard once"); after the heal B's END_OF_SESSION arrives
@@ -228,17 +200,11 @@ def test_known_split_session_heard_in_one_burst_at_a_thaw_is_reported_in_full() 
     sim.partition(A, B, 2 * SECOND)
     run = settle(sim)
     [(_, count)] = numbered(run, B)
-    assert splits_reported(run, A) == [(B, expected_first, count)]  # got (B, 148, count)
+    assert splits_reported(run, A) == [(B, expected_first, count)]  # was (B, 148, count)
     assert_holds(run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sequencer.set_leader: a pending stream moved back to others gets born = its "
-    "last heard time, so a leader that flaps (a backup hearing two masters) restarts the "
-    "confirmation at every flap; the split session's first part is then lost silently",
-)
-def test_known_leader_flapping_between_two_masters_keeps_the_split_confirmed() -> None:
+def test_leader_flapping_between_two_masters_keeps_the_split_confirmed() -> None:
     # three nodes; A<->C cut 1 s .. 3 s: C takes over, B hears both masters and its
     # VirtualRouter.current_master alternates A, C, A, ... (C's adverts are "discarded"
     # but noted); C frozen 1.7 s .. 3.2 s. B reports C's session from #82 on, not #1.
@@ -249,17 +215,11 @@ def test_known_leader_flapping_between_two_masters_keeps_the_split_confirmed() -
     sim.freeze(C, 1500 * MS)
     run = settle(sim)
     [(_, count)] = numbered(run, C)
-    assert splits_reported(run, B) == [(C, 1, count)]  # got (C, 82, count)
+    assert splits_reported(run, B) == [(C, 1, count)]  # was (C, 82, count)
     assert_holds(run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sequencer: a restarted node that followed any session (its own, as master) "
-    "delivers every later session of the leader from #1, also one older than the restart, "
-    "replaying what its previous process delivered",
-)
-def test_known_a_restarted_node_does_not_replay_what_it_delivered_before() -> None:
+def test_a_restarted_node_does_not_replay_what_it_delivered_before() -> None:
     # B killed at 1 s, restarted at 1.2 s; A frozen 1.1 s .. 2.1 s so B takes over with
     # its own session; at the thaw B yields and follows A's session 1 from #1 (NACKed
     # from A's buffer): #1..#135 again
@@ -273,13 +233,7 @@ def test_known_a_restarted_node_does_not_replay_what_it_delivered_before() -> No
     assert teesim.check_no_duplicates_across_restarts(run.sim) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sequencer: when the current session of a former leader is abandoned, the "
-    "successor is min(pending): one forged DATA from the leader's address with a small "
-    "session id is picked over the leader's real session and its datagram delivered",
-)
-def test_known_a_forged_old_looking_session_from_the_leader_is_never_delivered() -> None:
+def test_a_forged_old_looking_session_from_the_leader_is_never_delivered() -> None:
     # A<->B cut from 1 s: B takes over at ~1.26 s; its receiver holds B's session behind
     # A's for the takeover grace; a forged DATA (session (now_ms << 16) | 2, #1) from
     # B's address arrives meanwhile; at the grace's end B delivers the forged datagram
@@ -292,14 +246,7 @@ def test_known_a_forged_old_looking_session_from_the_leader_is_never_delivered()
     assert teesim.check_integrity(run.sim) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a spurious takeover that relays nothing leaves the router's ARP entry on the "
-    "former backup: the master never hears its one advert, and the sequencer reports no "
-    "SplitBrain (the one re-announce trigger) for an empty session; traffic is black-holed "
-    "until garp_refresh (60 s)",
-)
-def test_known_spurious_takeover_that_relays_nothing_is_undone_at_once() -> None:
+def test_spurious_takeover_that_relays_nothing_is_undone_at_once() -> None:
     # A<->B cut 1.0 .. 1.3 s (B takes over at ~1.26 s; its one advert is lost) and
     # router->B cut 1.0 .. 1.4 s (B numbers nothing); B's GARPs reach the router;
     # at 1.32 s A's advert makes B yield. Default garp_refresh.

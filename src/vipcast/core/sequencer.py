@@ -165,6 +165,7 @@ class SplitBrain:
 
 Action = Deliver | RequestRetransmit | GapUnrecoverable | SessionStarted | SplitBrain
 
+CONFIRM_MESSAGES: Final = 3  # distinct messages that make another relay's session real
 _new: Final = tuple.__new__  # builds a Deliver without a Python frame (hot path)
 
 
@@ -243,6 +244,11 @@ class _Claims:
         return True
 
 
+def attested(stream: _Stream, cfg: SequencerConfig) -> bool:
+    """Heard in several messages, or over ``confirm_ns``: a relay's session, not a forgery."""
+    return stream.messages >= CONFIRM_MESSAGES or stream.heard - stream.born >= cfg.confirm_ns
+
+
 class _Stream:
     """One (feed, session) of one relay: reorder buffer, gaps, output in delivery order.
 
@@ -251,6 +257,7 @@ class _Stream:
     """
 
     __slots__ = (
+        "born",
         "cfg",
         "claims",
         "closing",
@@ -261,6 +268,7 @@ class _Stream:
         "held",
         "high",
         "last",
+        "messages",
         "next",
         "next_session",
         "node",
@@ -293,7 +301,8 @@ class _Stream:
         self.held: dict[int, Datagram] = {}
         self.gaps: list[_Gap] = []
         self.out: list[Action] = []
-        self.heard = now  # when a message of it last arrived
+        self.born = self.heard = now  # when a message of it first and last arrived
+        self.messages = 0  # how many were taken: evidence of a live relay
         self.claims = _Claims()
         self.why = ""  # SessionStarted reason when it is not the feed's usual one
 
@@ -312,6 +321,7 @@ class _Stream:
     def apply(self, msg: Message, now: int, acts: list[Action]) -> None:
         """Take one message of this session (already routed here)."""
         self.heard = now
+        self.messages += 1
         top = _top(msg)
         if top and not self.claims.believe(top, self.high, self.cfg, now):
             self.counters.implausible += 1
@@ -527,7 +537,6 @@ class _Other:
     """
 
     __slots__ = (
-        "announced",
         "born",
         "claims",
         "ended",
@@ -535,6 +544,7 @@ class _Other:
         "heard",
         "high",
         "live",
+        "messages",
         "node",
         "relay",
         "session",
@@ -551,24 +561,30 @@ class _Other:
         self.live = False  # heard relaying (DATA, HEARTBEAT), not only ending
         self.born = self.heard = now  # first and last heard
         self.claims = _Claims()
-        self.announced = False  # its SplitBrain has been emitted
+        self.messages = 0
 
     def confirmed(self, cfg: SequencerConfig) -> bool:
-        """Heard for long enough to be a real relay's session, not one forged packet."""
-        return self.heard - self.born >= cfg.confirm_ns
+        """Heard over ``confirm_ns``, or in several messages: a relay's session, not one
+        forged packet (a burst queued while this node was frozen counts)."""
+        return self.heard - self.born >= cfg.confirm_ns or self.messages >= CONFIRM_MESSAGES
 
     def take(self, msg: Message, cfg: SequencerConfig, now: int) -> bool:
         """Note what ``msg`` says of the session; False if it is not believed."""
         self.heard = now
         top = _top(msg)
+        if top and not self.claims.believe(top, self.high, cfg, now):
+            return False
+        self.messages += 1
         if not top:
             return True
-        if not self.claims.believe(top, self.high, cfg, now):
-            return False
         self.high = max(self.high, top)
         self.ended = self.ended or isinstance(msg, EndOfSession)
         self.live = self.live or not isinstance(msg, EndOfSession)
         return True
+
+    def past(self, next_seq: int) -> _Past:
+        """What to remember of it once it is no longer tracked."""
+        return _Past(self.relay, next_seq, self.followed, self.born, self.claims.since)
 
     @property
     def split(self) -> bool:
@@ -581,6 +597,9 @@ class _Past(NamedTuple):
 
     relay: str
     next: int
+    followed: bool  # delivered here (else only noted, as another relay's)
+    born: int = 0  # when it was first heard: its evidence outlives a drop
+    claimed: int | None = None  # since when a far jump it makes has been claimed
 
 
 # ---------------------------------------------------------------- one feed
@@ -589,14 +608,15 @@ class _Past(NamedTuple):
 class _Feed:
     """The sessions of one feed: the one delivered, the leader's waiting, the others."""
 
-    def __init__(self, feed: int, cfg: SequencerConfig, leader: str | None) -> None:
-        self.feed, self.cfg = feed, cfg
+    def __init__(self, feed: int, cfg: SequencerConfig, leader: str | None, joined_ms: int) -> None:
+        self.feed, self.cfg, self.joined_ms = feed, cfg, joined_ms
         self.counters = Counters()
         self.leader = leader  # the relay the election sees as master
         self.current: _Stream | None = None  # the session being delivered
         self.pending: dict[int, _Stream] = {}  # the leader's sessions waiting behind it
         self.others: dict[int, _Other] = {}  # other relays' sessions, not delivered
         self.past: dict[int, _Past] = {}  # sessions left, oldest first (bounded)
+        self.splits: dict[int, None] = {}  # other relays' sessions reported (bounded)
         self.followed = False  # seen anything: later sessions are delivered from 1
         self.after = "join"  # SessionStarted reason for the next session
         self.named = 0  # the successor named by the last END_OF_SESSION
@@ -625,7 +645,7 @@ class _Feed:
                 stream.session, stream.node, stream.relay, stream.start, stream.heard,
                 followed=False,
             )  # fmt: skip
-            other.high = stream.high
+            other.high, other.born, other.messages = stream.high, stream.born, stream.messages
             self._keep_other(other, acts)
         for other in [o for o in self.others.values() if o.relay == relay]:
             del self.others[other.session]
@@ -665,12 +685,15 @@ class _Feed:
         if unasked or (past is not None and _top(msg) < past.next):
             self.counters.stale += 1
             return None
-        start, why = self._start_of(msg, relay, past)
+        start, why = self._start_of(msg, relay, past, now)
         if start is None:
             return None
         if relay != self.leader:
             self.counters.not_leader += 1
-            other = _Other(sid, msg.node, relay, start, now, followed=past is not None)
+            followed = past is not None and past.followed
+            other = _Other(sid, msg.node, relay, start, now, followed=followed)
+            if past is not None:  # the evidence heard before still counts
+                other.born, other.claims.since = past.born, past.claimed
             self._keep_other(other, acts)
             self._note_other(other, msg, now, acts)
             return None
@@ -680,21 +703,31 @@ class _Feed:
         self._enqueue(stream, now, acts)
         return stream
 
-    def _start_of(self, msg: Message, relay: str, past: _Past | None) -> tuple[int | None, str]:
-        """Where delivery of a new session starts, and why; None: nothing to deliver."""
+    def _start_of(
+        self, msg: Message, relay: str, past: _Past | None, now: int
+    ) -> tuple[int | None, str]:
+        """Where delivery of a new session starts, and why; None: nothing to deliver.
+
+        A session that began before this receiver did is joined at its live edge even
+        on a feed it follows: a previous process of this node may have delivered its
+        start already (after a restart), and delivering it again would duplicate it.
+        """
         if past is not None:
             return past.next, "resume"
-        if self.followed:
+        older = (msg.session >> 16) < self.joined_ms
+        if self.followed and not older:
             return 1, ""
         if isinstance(msg, Data):
-            return msg.first_seq, ""
+            return msg.first_seq, "join"
         if isinstance(msg, Heartbeat):
-            return msg.last_seq + 1, ""
+            return msg.last_seq + 1, "join"
+        if self.followed:  # an older session's end: nothing of it to deliver here
+            return None, ""
         # its end, first: the next session is delivered from its start
         self.followed, self.after = True, "successor"
         if isinstance(msg, EndOfSession):
             self.named = msg.next_session
-            self._remember(msg.session, _Past(relay, msg.last_seq + 1))
+            self._remember(msg.session, _Past(relay, msg.last_seq + 1, False, now))
         return None, ""
 
     def _enqueue(self, stream: _Stream, now: int, acts: list[Action]) -> None:
@@ -720,6 +753,7 @@ class _Feed:
             self.counters,
             other.heard,
         )
+        stream.born = other.born
         stream.extend(other.high, now, acts)
         if other.ended:
             stream.last = stream.high
@@ -736,7 +770,7 @@ class _Feed:
         if not other.take(msg, self.cfg, now):
             self.counters.implausible += 1
         elif other.confirmed(self.cfg):
-            if other.split and not other.announced:
+            if other.split and other.session not in self.splits:
                 self._announce_split(other, acts)  # a split going on: say so now
             if other.ended:
                 self._report_other(other, acts)
@@ -744,25 +778,29 @@ class _Feed:
     def _report_other(self, other: _Other, acts: list[Action]) -> None:
         """A session delivered elsewhere (or nowhere) during a split: report it here."""
         del self.others[other.session]
-        self._remember(other.session, _Past(other.relay, other.high + 1))
-        count = other.high - other.start + 1
-        if not other.confirmed(self.cfg):
+        confirmed = other.confirmed(self.cfg)
+        if not confirmed:
             self.counters.implausible += 1  # heard once: a forgery, or too little to tell
+        if not confirmed:  # nothing reported: nothing passed over
+            self._remember(other.session, other.past(other.start))
             return
-        if self.leader is None:
-            return
-        if other.split and not other.announced:
+        self._remember(other.session, other.past(other.high + 1))
+        count = other.high - other.start + 1
+        split = other.split and self.leader is not None
+        if split and other.session not in self.splits:
             self._announce_split(other, acts)
         if count > 0:
-            reason = "split" if other.split else "failover"  # a tail learned after we left
+            reason = "split" if split else "failover"  # else a tail learned after we left
             acts.append(GapUnrecoverable(self.feed, other.session, other.start, count, reason))
             self.counters.unrecoverable += count
 
     def _announce_split(self, other: _Other, acts: list[Action]) -> None:
         """Another relay runs a session beside the leader's: a split brain, reported once."""
-        other.announced = True
         if self.leader is None:
             return
+        self.splits[other.session] = None
+        while len(self.splits) > self.cfg.max_sessions:
+            del self.splits[next(iter(self.splits))]
         cur = self.current
         session = cur.session if cur else 0
         split = SplitBrain(
@@ -840,13 +878,19 @@ class _Feed:
         """The current session is over: the next one starts from the pending."""
         self.after = "successor" if cur.last is not None else "takeover"
         self.named = cur.next_session
-        self._remember(cur.session, _Past(cur.relay, cur.next))
+        self._remember(cur.session, _Past(cur.relay, cur.next, True, cur.born))
         self.current, self.grace_from = None, None
 
     def _successor(self) -> _Stream:
-        """The pending session to deliver next: the one named, else the oldest."""
+        """The pending session to deliver next: the one named, else the best attested.
+
+        Not the lowest id: a forged packet can carry any id, but not the stream of
+        messages a live relay sends.
+        """
         named = self.pending.get(self.named)
-        return named if named is not None else self.pending[min(self.pending)]
+        if named is not None:
+            return named
+        return max(self.pending.values(), key=lambda p: (p.messages, p.heard, -p.session))
 
     # --- time
 
@@ -856,15 +900,32 @@ class _Feed:
         for stream in self._streams():
             stream.timer(now, acts)
         for stream in [p for p in self.pending.values() if p.silent(now)]:
-            del self.pending[stream.session]  # never delivered: a forgery, or gone at once
-            self.counters.stale += stream.backlog()
-            self._remember(stream.session, _Past(stream.relay, stream.start))
+            self._drop_pending(stream, acts)
         if not self.pending:
             self.grace_from = None
         for other in [o for o in self.others.values() if now - o.heard >= self.cfg.silence_ns]:
             self._report_other(other, acts)
         self._settle(now, acts)
         return acts
+
+    def _drop_pending(self, stream: _Stream, acts: list[Action]) -> None:
+        """A waiting session fell silent before its turn: never delivered.
+
+        One forged packet is dropped without a word; a session heard enough to be a
+        relay's (its new master died at once) is reported lost, range and all.
+        """
+        del self.pending[stream.session]
+        count = stream.high - stream.start + 1
+        if not attested(stream, self.cfg) or count < 1:
+            self.counters.stale += stream.backlog()
+            past = _Past(stream.relay, stream.start, False, stream.born)
+        else:
+            acts.append(
+                GapUnrecoverable(self.feed, stream.session, stream.start, count, "failover")
+            )
+            self.counters.unrecoverable += count
+            past = _Past(stream.relay, stream.high + 1, False, stream.born)
+        self._remember(stream.session, past)
 
     def _streams(self) -> list[_Stream]:
         return ([self.current] if self.current else []) + list(self.pending.values())
@@ -892,10 +953,13 @@ class _Feed:
 class Sequencer:
     """The receive side of every feed on this node."""
 
-    def __init__(self, config: SequencerConfig | None = None) -> None:
+    def __init__(self, config: SequencerConfig | None = None, *, joined_unix_ns: int = 0) -> None:
+        """``joined_unix_ns``: when this receiver started (wall clock, as session ids are):
+        sessions begun before it are joined at their live edge, never from 1."""
         self.config: Final = config or SequencerConfig()
         self._feeds: dict[int, _Feed] = {}
         self.leader: str | None = None
+        self.joined_ms = joined_unix_ns // 1_000_000
 
     def accept(self, msg: Message, relay: str, now: int) -> list[Action]:
         """Take DATA, HEARTBEAT, END_OF_SESSION or UNAVAILABLE sent from host ``relay``."""
@@ -903,7 +967,7 @@ class Sequencer:
             return []
         feed = self._feeds.get(msg.feed)
         if feed is None:
-            feed = self._feeds[msg.feed] = _Feed(msg.feed, self.config, self.leader)
+            feed = self._feeds[msg.feed] = _Feed(msg.feed, self.config, self.leader, self.joined_ms)
         return feed.accept(msg, relay, now)
 
     def set_leader(self, relay: str | None, now: int) -> list[Action]:

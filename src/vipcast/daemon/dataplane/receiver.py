@@ -61,7 +61,8 @@ class ClusterReceiver:
                 takeover_grace_ns=int(cluster.takeover_grace * 1e9),
                 handover_grace_ns=int(cluster.handover_grace * 1e9),
                 max_jump=max(1, cluster.retransmit_buffer),
-            )
+            ),
+            joined_unix_ns=time.time_ns(),
         )
         self.members = self._members(cluster, interface)
         self._membership: dict[str, bool] = {}  # source host -> member? (checked once)
