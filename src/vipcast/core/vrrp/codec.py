@@ -65,6 +65,9 @@ RejectReason = Literal[
     "bad_hmac",
     "stale",
     "replay",
+    # an unauthenticated advert out of bounds (vipcast.core.vrrp.plausible)
+    "implausible_priority",
+    "implausible_interval",
 ]
 REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 
