@@ -294,22 +294,14 @@ class Election:
 
     def _validate(self, raw: RawAdvert) -> Advert | None:
         """The checks that need the IP header, then the codec's, the trailer's, the bounds."""
-        if raw.ttl != 255:
-            self._reject("ttl", raw, f"TTL/hop limit {raw.ttl}, not 255")
-            return None
-        peers = self.cfg.election.unicast_peers
-        if peers and raw.src not in peers:
-            self._reject("unicast_source", raw, "not a configured unicast peer")
+        problem = self._ip_header_problem(raw)
+        if problem is not None:
+            self._reject(problem[0], raw, problem[1])
             return None
         try:
-            codec.check_source_untrusted(raw.src, multicast=not peers)
+            codec.check_source_untrusted(raw.src, multicast=not self.cfg.election.unicast_peers)
             advert, trailer = self._decode(raw)
-            if advert.version == 2:
-                self._reject("version", raw, "VRRPv2 advert: set vrrp_version 3 on the peer")
-                return None
-            if advert.vrid != self.cfg.election.vrid:
-                self._reject("vrid", raw, f"VRID {advert.vrid}, ours is {self.router_vrid}")
-                return None
+            self._check_ours(advert)
             checked = self._authenticate(raw, trailer)
             if not checked.authenticated:
                 check_plausible_untrusted(
@@ -322,6 +314,23 @@ class Election:
             self._reject(e.reason, raw, str(e))
             return None
         return advert
+
+    def _check_ours(self, advert: Advert) -> None:
+        if advert.version == 2:
+            raise BadPacket("version", "VRRPv2 advert: set vrrp_version 3 on the peer")
+        if advert.vrid != self.cfg.election.vrid:
+            raise BadPacket("vrid", f"VRID {advert.vrid}, ours is {self.router_vrid}")
+
+    def _ip_header_problem(self, raw: RawAdvert) -> tuple[str, str] | None:
+        """(reason, detail) if the IP layer's facts already rule the advert out."""
+        if raw.ttl != 255:
+            return "ttl", f"TTL/hop limit {raw.ttl}, not 255"
+        peers = self.cfg.election.unicast_peers
+        if peers and raw.src not in peers:
+            return "unicast_source", "not a configured unicast peer"
+        if raw.src == self.primary:
+            return "own_address", "our own address from the wire: spoofed"
+        return None
 
     def _decode(self, raw: RawAdvert) -> tuple[Advert, bytes | None]:
         if self.auth is None:  # a trailer makes the length wrong, as in keepalived

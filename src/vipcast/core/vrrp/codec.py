@@ -58,6 +58,7 @@ RejectReason = Literal[
     "interval",
     "checksum",
     "address",
+    "own_address",  # our own source from the wire: spoofed (multicast loopback is off)
     # the auth_hmac trailer (vipcast.core.vrrp.auth)
     "no_trailer",
     "malformed_trailer",
