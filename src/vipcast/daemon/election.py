@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vipcast import config
+from vipcast import config, keys
 from vipcast.config import Config, IPAddress
 from vipcast.core.vrrp import codec
 from vipcast.core.vrrp.auth import AUTH_REASONS, Authenticator, Checked
@@ -200,6 +200,7 @@ class Election:
         ifname = self.cfg.node.interface
         interfaces.ifindex(ifname)  # a clear error for an unknown interface
         self._warn_outside_subnets()
+        self._warn_open_key_files()
         self.vips.remove()  # a VIP left by a crashed run: we start as backup
         self.sock = VrrpSocket(
             ifname,
@@ -249,6 +250,12 @@ class Election:
         if self.announcer:
             self.announcer.close()
         self.vips.close()
+
+    def _warn_open_key_files(self) -> None:
+        a = self.cfg.election.auth
+        for key in a.keys if a else ():
+            if key.path is not None and keys.readable_by_others(key.path):
+                log.warning("key file %s is readable by others: chmod 600 it", key.path)
 
     def _warn_outside_subnets(self) -> None:
         nets = interfaces.subnets(self.cfg.node.interface)
