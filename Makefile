@@ -7,7 +7,7 @@ DEBS := iproute2 keepalived nftables tcpdump iputils-ping util-linux procps syst
 # programs whose absence means a Debian package is missing
 DEB_PROGS := ip keepalived nft tcpdump ping nsenter pkill systemd-analyze
 
-.PHONY: test demo lint typecheck unit bench deps debs clean
+.PHONY: test demo lint typecheck unit bench deps debs keepalived24 clean
 
 test: deps lint typecheck
 	$(BIN)/pytest
@@ -46,6 +46,13 @@ debs:
 	fi
 	@# keepalived's package starts a service on install; the suite runs its own instances.
 	@if [ "$$(id -u)" = 0 ] && command -v systemctl >/dev/null && systemctl is-active --quiet keepalived 2>/dev/null; then systemctl stop keepalived; fi
+
+# keepalived 2.4.3 (auth_hmac, v3_checksum_as_v2) for the interop tests, built from
+# ../shared/anchors (its build packages installed there; the tests' fixture runs it too).
+SHARED ?= ../shared
+keepalived24:
+	@test -x $(SHARED)/anchors/build.sh || { echo "no $(SHARED)/anchors: the keepalived 2.4.3 tests will skip"; exit 0; }
+	$(SHARED)/anchors/build.sh keepalived
 
 bench: deps
 	$(BIN)/python bench/relay.py

@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from vipcast import keys as keyfiles
 from vipcast.core import timing
+from vipcast.core.vrrp import auth
+from vipcast.core.vrrp.auth import AntiReplay, AuthMode
+from vipcast.keys import Key
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -47,6 +51,20 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
+class AdvertAuthConfig:
+    """``[election.auth]``: keepalived 2.4's ``auth_hmac`` (see vipcast.core.vrrp.auth)."""
+
+    keys: tuple[Key, ...]
+    active_key: int
+    mode: AuthMode = "enforce"
+    anti_replay: AntiReplay = "time"
+    time_window: int = auth.WINDOW_FLOOR  # seconds; unset: auth.default_time_window
+
+    def secrets(self) -> dict[int, bytes]:
+        return {k.id: k.secret for k in self.keys}
+
+
+@dataclass(frozen=True)
 class ElectionConfig:
     vrid: int
     priority: int = 100
@@ -55,6 +73,7 @@ class ElectionConfig:
     preempt_delay: float = 0.0
     unicast_peers: tuple[IPAddress, ...] = ()
     checksum: ChecksumForm = "pseudo-header"
+    auth: AdvertAuthConfig | None = None  # None: adverts unauthenticated (RFC 9568)
 
 
 @dataclass(frozen=True)
@@ -159,6 +178,8 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):  # an inline table: keys = { 1 = "hex:..." }
+        return "{ " + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + " }"
     return repr(value)
 
 
@@ -166,7 +187,7 @@ def _toml_value(value: Any) -> str:
 
 
 def load(path: str | Path) -> Config:
-    """Read and validate a TOML file."""
+    """Read and validate a TOML file (``file:`` key paths relative to its directory)."""
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
@@ -175,15 +196,15 @@ def load(path: str | Path) -> Config:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), f"not valid TOML: {e}") from e
-    return parse(data)
+    return parse(data, base=Path(path).parent)
 
 
-def parse(data: Mapping[str, Any]) -> Config:
-    """Validate a parsed TOML document."""
+def parse(data: Mapping[str, Any], *, base: Path | None = None) -> Config:
+    """Validate a parsed TOML document; relative ``file:`` keys are read from ``base``."""
     t = _Table(data, "")
     cfg = Config(
         node=_node(t.table("node")),
-        election=_election(t.table("election")),
+        election=_election(t.table("election"), base),
         vip=_vip(t.table("vip")),
         cluster=_cluster(t.table("cluster", required=False)),
         feeds=_feeds(t.array_of_tables("feed")),
@@ -210,18 +231,59 @@ def _node(t: _Table) -> NodeConfig:
     return n
 
 
-def _election(t: _Table) -> ElectionConfig:
+def _election(t: _Table, base: Path | None) -> ElectionConfig:
+    interval = t.get("advert_interval", _advert_interval, 1.0)
     e = ElectionConfig(
         vrid=t.get("vrid", _int_range(1, 255)),
         priority=t.get("priority", _int_range(1, 255), 100),
-        advert_interval=t.get("advert_interval", _advert_interval, 1.0),
+        advert_interval=interval,
         preempt=t.get("preempt", _bool, True),
         preempt_delay=t.get("preempt_delay", _float_range(0.0, 3600.0), 0.0),
         unicast_peers=tuple(t.get("unicast_peers", _list_of(_ip_address), [])),
         checksum=t.get("checksum", _choice("pseudo-header", "message-only"), "pseudo-header"),
+        auth=_advert_auth(t.table("auth"), interval, base) if "auth" in t.data else None,
     )
     t.done()
     return e
+
+
+def _advert_auth(t: _Table, interval: float, base: Path | None) -> AdvertAuthConfig:
+    keys = _keys(t.get("keys", _table_of_str), t.path_of("keys"), base)
+    if not keys:
+        raise ConfigError(t.path_of("keys"), "at least one key is needed")
+    a = AdvertAuthConfig(
+        keys=keys,
+        active_key=t.get("active_key", _int_range(1, keyfiles.KEY_ID_MAX)),
+        mode=t.get("mode", _choice(*auth.AUTH_MODES), "enforce"),
+        anti_replay=t.get("anti_replay", _choice(*auth.ANTI_REPLAY), "time"),
+        time_window=t.get(
+            "time_window",
+            _int_range(auth.WINDOW_MIN, auth.WINDOW_MAX),
+            auth.default_time_window(interval),
+        ),
+    )
+    t.done()
+    if a.active_key not in a.secrets():
+        raise ConfigError(
+            t.path_of("active_key"), f"{a.active_key} is not one of the keys {sorted(a.secrets())}"
+        )
+    return a
+
+
+def _keys(table: Mapping[str, str], path: str, base: Path | None) -> tuple[Key, ...]:
+    """``{ "1" = "hex:...", "2" = "file:..." }`` (TOML keys are strings) as keys by id."""
+    found = []
+    for name, value in table.items():
+        where = f"{path}.{name}"
+        if not name.isdigit():
+            raise ConfigError(where, f"a key id 1..{keyfiles.KEY_ID_MAX}, got {name!r}")
+        try:
+            found.append(keyfiles.parse_key(int(name), value, base=base))
+        except keyfiles.BadKey as e:
+            raise ConfigError(where, str(e)) from None
+    if len({k.id for k in found}) != len(found):  # "1" and "01"
+        raise ConfigError(path, "duplicate key id")
+    return tuple(sorted(found, key=lambda k: k.id))
 
 
 def _vip(t: _Table) -> VipConfig:
@@ -458,6 +520,12 @@ def _nonempty_str(v: Any, path: str) -> str:
 def _str_list(v: Any, path: str) -> list[str]:
     if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
         raise ConfigError(path, "a list of strings")
+    return v
+
+
+def _table_of_str(v: Any, path: str) -> Mapping[str, str]:
+    if not isinstance(v, Mapping) or not all(isinstance(x, str) for x in v.values()):
+        raise ConfigError(path, 'a table of strings, e.g. { 1 = "hex:..." }')
     return v
 
 

@@ -18,7 +18,7 @@ import re
 import signal
 from dataclasses import dataclass
 
-from tests.lab.keepalived import keepalived_config, start_keepalived
+from tests.lab.keepalived import config_path, keepalived_config, start_keepalived
 from tests.lab.wait import wait_until
 from vipcast.lab.process import NsProcess
 from vipcast.lab.site import Host, Site
@@ -63,6 +63,27 @@ class KeepalivedPeer:
         self.proc.signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
+    def stats(self, timeout: float = 5) -> dict[str, int]:
+        """keepalived's own counters (SIGUSR2 -> keepalived.stats), as "Section/Name": n.
+
+        E.g. ``"Authentication Extension Errors/Invalid HMAC"``, ``"Advertisements/Received"``.
+        """
+        path = config_path(self.proc).parent / "keepalived.stats"
+        before = path.stat().st_mtime_ns if path.exists() else 0
+        path.unlink(missing_ok=True)
+        self.proc.signal(signal.SIGUSR2)
+        wait_until(
+            lambda: path.exists() and "Priority Zero" in path.read_text(),
+            timeout,
+            what=f"keepalived.stats in {self.host.name} (after {before})",
+        )
+        return parse_stats(path.read_text())
+
+    def reload(self, config: str) -> None:
+        """Write a new configuration and SIGHUP keepalived (it reloads in place)."""
+        config_path(self.proc).write_text(config)
+        self.proc.signal(signal.SIGHUP)
+
     def kill(self, timeout: float = 5) -> int:
         """SIGKILL to the parent and its VRRP child at once: no resignation, VIPs left."""
         with contextlib.suppress(ProcessLookupError):
@@ -70,8 +91,30 @@ class KeepalivedPeer:
         return self.proc.wait(timeout)
 
 
+def parse_stats(text: str) -> dict[str, int]:
+    """keepalived.stats' indented ``Name: n`` lines under their section heading."""
+    found: dict[str, int] = {}
+    section = ""
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition(":")
+        if not sep:
+            continue
+        if not value.strip():
+            section = name
+        elif value.strip().isdigit() and line.startswith("    "):
+            found[f"{section}/{name}"] = int(value)
+        elif value.strip().isdigit():
+            found[name] = int(value)
+    return found
+
+
 def start_peer(
-    site: Site, i: int, *, extra_globals: tuple[str, ...] = (), **options: object
+    site: Site,
+    i: int,
+    *,
+    extra_globals: tuple[str, ...] = (),
+    binary: str = "keepalived",
+    **options: object,
 ) -> KeepalivedPeer:
     """keepalived in node ``i`` with ``keepalived_config(**options)`` plus ``extra_globals``.
 
@@ -80,7 +123,7 @@ def start_peer(
     """
     host = site.nodes[i - 1]
     config = with_globals(keepalived_config(**options), *extra_globals)  # type: ignore[arg-type]
-    proc = start_keepalived(host, site.lab, config=config)
+    proc = start_keepalived(host, site.lab, config=config, binary=binary)
     peer = KeepalivedPeer(host, proc)
     wait_until(
         lambda: peer.state() is not None or proc.returncode is not None,

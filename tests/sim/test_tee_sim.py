@@ -11,6 +11,7 @@ its input sequence), fixed; the sweeps waive nothing.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -53,7 +54,7 @@ def splits_reported(run: Run, host: str) -> list[tuple[str, int, int]]:
     for split in rec.splits:
         ranges = sorted((f, f + n - 1) for _, s, f, n, why in rec.gaps if s == split.session)
         assert ranges, f"split of {split.session:x} reported with no lost range"
-        for (_, end), (nxt, _) in zip(ranges, ranges[1:], strict=False):
+        for (_, end), (nxt, _) in itertools.pairwise(ranges):
             assert nxt == end + 1, f"split ranges of {split.session:x} not contiguous: {ranges}"
         out.append((split.relay, ranges[0][0], ranges[-1][1]))
     return out

@@ -8,8 +8,9 @@ found the way ``run`` finds it: a file that passes here starts there.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from vipcast import config
+from vipcast import config, keys
 from vipcast.config import Config
 from vipcast.daemon.election import vrrp_source
 from vipcast.linux import interfaces
@@ -34,7 +35,43 @@ def run(args: argparse.Namespace) -> int:
         print(f"  cluster {_cluster(cfg)}")
     for feed in cfg.feeds:
         print(f"  feed {feed.name}: port {feed.port} -> {feed.mode} {list(feed.deliver)}")
+    for line in warnings(cfg):
+        print(f"  WARNING: {line}")
     return 0
+
+
+def warnings(cfg: Config) -> list[str]:
+    """One line per thing that works but leaves the cluster open to a LAN host."""
+    found = []
+    a = cfg.election.auth
+    if a is None:
+        found.append(
+            "adverts are unauthenticated: any LAN host can take or stop the VIP "
+            "(add [election.auth], docs/operations.md)"
+        )
+    elif a.mode != "enforce":
+        found.append(f"election.auth.mode is {a.mode!r}: unsigned adverts are still accepted")
+    if cfg.election.priority == 255 and a is None:
+        found.append(
+            "election.priority 255 without [election.auth]: peers ignore an unsigned "
+            "priority-255 advert from a non-owner (use 254)"
+        )
+    if cfg.feeds and not _envelopes_keyed(cfg):
+        found.append(
+            "envelopes are unauthenticated: any LAN host can inject datagrams (set cluster.key)"
+        )
+    found += [f"key file {p} is readable by others (chmod 600 {p})" for p in _open_key_files(cfg)]
+    return found
+
+
+def _envelopes_keyed(cfg: Config) -> bool:
+    return cfg.cluster.key is not None or getattr(cfg.cluster, "auth", None) is not None
+
+
+def _open_key_files(cfg: Config) -> list[Path]:
+    a = cfg.election.auth
+    paths = {k.path for k in a.keys if k.path is not None} if a else set()
+    return sorted(p for p in paths if keys.readable_by_others(p))
 
 
 def _host_source(cfg: Config) -> str:

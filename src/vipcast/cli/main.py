@@ -20,6 +20,7 @@ COMMANDS = {
     "events": ("events", "stream the local daemon's transitions as they happen"),
     "handover": ("handover", "planned switchover: make the peer master without loss"),
     "release": ("release", "remove this config's VIPs from its interface (no daemon running)"),
+    "keygen": ("keygen", "write a new key file (mode 0600) for [election.auth] keys"),
     "demo": ("demo", "build a virtual site in namespaces and show a failover"),
 }
 

@@ -24,10 +24,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vipcast import config
+from vipcast import config, keys
 from vipcast.config import Config, IPAddress
 from vipcast.core.vrrp import codec
-from vipcast.core.vrrp.codec import Advert, BadPacket
+from vipcast.core.vrrp.auth import AUTH_REASONS, Authenticator, Checked
+from vipcast.core.vrrp.codec import AUTH_TRAILER_LEN, Advert, BadPacket
 from vipcast.core.vrrp.machine import (
     Action,
     AddVips,
@@ -39,6 +40,7 @@ from vipcast.core.vrrp.machine import (
     Transition,
     VirtualRouter,
 )
+from vipcast.core.vrrp.plausible import PLAUSIBILITY_REASONS, check_plausible_untrusted
 from vipcast.core.vrrp.timers import master_down_interval
 from vipcast.daemon.events import EventBus
 from vipcast.daemon.metrics import SEND_PATHS, Metrics
@@ -62,6 +64,7 @@ HANDOVER_SETTLE = 0.05  # s the VIP stays after the new master is heard, without
 VIP_ADD_ATTEMPTS = 3  # failed adds, one per advert interval, before a master enters FAULT
 VIP_FAULT_COOLDOWN = 10  # advert intervals in FAULT("vip") before it is cleared to try again
 TIMER_GRACE = 3  # Master_Down_Intervals a due timer may be late before it counts as stuck
+REPLAY_SLOTS = 4  # per-sender replay marks kept in multicast mode (keepalived's count)
 VipErrors = (OSError, LookupError)  # what VipManager raises (LookupError: interface gone)
 
 
@@ -87,6 +90,21 @@ def vrrp_source(cfg: Config) -> IPAddress:
         version,
         exclude=[a.ip for a in cfg.vip.addresses],
         link_local=config.vrrp_link_local(cfg) if version == 6 else None,
+    )
+
+
+def make_authenticator(cfg: Config) -> Authenticator | None:
+    """``[election.auth]`` as the core's authenticator; None when adverts are unsigned."""
+    a = cfg.election.auth
+    if a is None:
+        return None
+    return Authenticator(
+        a.secrets(),
+        a.active_key,
+        a.mode,
+        anti_replay=a.anti_replay,
+        time_window=a.time_window,
+        senders=max(REPLAY_SLOTS, len(cfg.election.unicast_peers)),
     )
 
 
@@ -120,6 +138,10 @@ class Election:
         self.version = cfg.vip.addresses[0].version
         self.primary: IPAddress = vrrp_source(cfg)
         self.router = VirtualRouter(self._params(cfg))
+        self.auth = make_authenticator(cfg)
+        self._unix: Callable[[], float] = time.time  # the wall clock the trailer stamps
+        for reason in (*AUTH_REASONS, *PLAUSIBILITY_REASONS):
+            metrics.adverts_rejected.labels(reason)
         self.sock: VrrpSocket | None = None
         self.vips = VipManager(cfg.node.interface, cfg.vip.addresses)
         self.announcer: Announcer | None = None
@@ -141,6 +163,25 @@ class Election:
         self._vip_retry: asyncio.TimerHandle | None = None
         self._vip_cooldown: asyncio.TimerHandle | None = None
 
+    def reconfigure_auth(self, cfg: Config) -> None:
+        """A reload's ``[election.auth]``, live: keys, active key, mode, window.
+
+        The send sequence and the replay marks are kept, so a rotation (a key added
+        everywhere, ``active_key`` switched, the old key removed) neither flaps nor
+        opens a replay. Removing the table turns authentication off; adding it on.
+        """
+        a = cfg.election.auth
+        if a is None or self.auth is None:
+            self.auth = make_authenticator(cfg)
+        else:
+            self.auth.configure(
+                a.secrets(),
+                a.active_key,
+                a.mode,
+                anti_replay=a.anti_replay,
+                time_window=a.time_window,
+            )
+
     def _params(self, cfg: Config) -> RouterParams:
         e = cfg.election
         return RouterParams(
@@ -159,6 +200,7 @@ class Election:
         ifname = self.cfg.node.interface
         interfaces.ifindex(ifname)  # a clear error for an unknown interface
         self._warn_outside_subnets()
+        self._warn_open_key_files()
         self.vips.remove()  # a VIP left by a crashed run: we start as backup
         self.sock = VrrpSocket(
             ifname,
@@ -209,6 +251,12 @@ class Election:
             self.announcer.close()
         self.vips.close()
 
+    def _warn_open_key_files(self) -> None:
+        a = self.cfg.election.auth
+        for key in a.keys if a else ():
+            if key.path is not None and keys.readable_by_others(key.path):
+                log.warning("key file %s is readable by others: chmod 600 it", key.path)
+
     def _warn_outside_subnets(self) -> None:
         nets = interfaces.subnets(self.cfg.node.interface)
         for vip in self.cfg.vip.addresses:
@@ -252,27 +300,66 @@ class Election:
                 self._apply(self.router.receive_advert(advert, raw.src, now))
 
     def _validate(self, raw: RawAdvert) -> Advert | None:
-        """The checks that need the IP header, then the codec's own."""
-        if raw.ttl != 255:
-            self._reject("ttl", raw, f"TTL/hop limit {raw.ttl}, not 255")
-            return None
-        peers = self.cfg.election.unicast_peers
-        if peers and raw.src not in peers:
-            self._reject("unicast_source", raw, "not a configured unicast peer")
+        """The checks that need the IP header, then the codec's, the trailer's, the bounds."""
+        problem = self._ip_header_problem(raw)
+        if problem is not None:
+            self._reject(problem[0], raw, problem[1])
             return None
         try:
-            codec.check_source_untrusted(raw.src, multicast=not peers)
-            advert = codec.decode_advert_untrusted(raw.payload, src=raw.src, dst=raw.dst)
+            codec.check_source_untrusted(raw.src, multicast=not self.cfg.election.unicast_peers)
+            advert, trailer = self._decode(raw)
+            self._check_ours(advert)
+            checked = self._authenticate(raw, trailer)
+            if not checked.authenticated:
+                check_plausible_untrusted(
+                    advert,
+                    raw.src,
+                    interval_cs=self.router.params.advert_interval_cs,
+                    owners=self._vip_ips(),
+                )
         except BadPacket as e:
             self._reject(e.reason, raw, str(e))
             return None
-        if advert.version == 2:
-            self._reject("version", raw, "VRRPv2 advert: set vrrp_version 3 on the peer")
-            return None
-        if advert.vrid != self.cfg.election.vrid:
-            self._reject("vrid", raw, f"VRID {advert.vrid}, ours is {self.router_vrid}")
-            return None
         return advert
+
+    def _check_ours(self, advert: Advert) -> None:
+        if advert.version == 2:
+            raise BadPacket("version", "VRRPv2 advert: set vrrp_version 3 on the peer")
+        if advert.vrid != self.cfg.election.vrid:
+            raise BadPacket("vrid", f"VRID {advert.vrid}, ours is {self.router_vrid}")
+
+    def _ip_header_problem(self, raw: RawAdvert) -> tuple[str, str] | None:
+        """(reason, detail) if the IP layer's facts already rule the advert out."""
+        if raw.ttl != 255:
+            return "ttl", f"TTL/hop limit {raw.ttl}, not 255"
+        peers = self.cfg.election.unicast_peers
+        if peers and raw.src not in peers:
+            return "unicast_source", "not a configured unicast peer"
+        if raw.src == self.primary:
+            return "own_address", "our own address from the wire: spoofed"
+        return None
+
+    def _decode(self, raw: RawAdvert) -> tuple[Advert, bytes | None]:
+        if self.auth is None:  # a trailer makes the length wrong, as in keepalived
+            return codec.decode_advert_untrusted(raw.payload, src=raw.src, dst=raw.dst), None
+        return codec.decode_signed_untrusted(raw.payload, src=raw.src, dst=raw.dst)
+
+    def _authenticate(self, raw: RawAdvert, trailer: bytes | None) -> Checked:
+        if self.auth is None:
+            return Checked(authenticated=False)
+        message = raw.payload if trailer is None else raw.payload[:-AUTH_TRAILER_LEN]
+        checked = self.auth.verify_untrusted(
+            message, trailer, src=raw.src, vrid=self.cfg.election.vrid, unix=self._unix()
+        )
+        if checked.authenticated and abs(checked.skew) > self.auth.time_window / 2:
+            quiet.warning(
+                "auth:skew",
+                "advert from %s: clock skew %+d s, near the %d s window (check NTP)",
+                raw.src,
+                checked.skew,
+                self.auth.time_window,
+            )
+        return checked
 
     @property
     def router_vrid(self) -> int:
@@ -582,8 +669,13 @@ class Election:
     def _send(self, action: SendAdvert) -> None:
         if self.sock is None:
             return
+        trailer = b""
         for dst in self.sock.destinations():
             message = self._advert(action.priority, action.interval_cs, dst)
+            if self.auth is not None and self.auth.signs:
+                # signed once per advert: every unicast copy carries the same sequence
+                trailer = trailer or self._sign(message)
+                message = codec.with_trailer(message, trailer, src=self.primary, dst=dst)
             try:
                 sent, detail = self.sock.send(message, dst), self.sock.last_error
             except OSError as exc:  # VrrpSocket.send returns False; a stand-in may raise
@@ -592,6 +684,12 @@ class Election:
                 self.metrics.adverts_sent.inc()
             else:
                 self._send_failed("advert", 1, "VRRP advert to %s not sent: %s", dst, detail)
+
+    def _sign(self, message: bytes) -> bytes:
+        """The trailer for the advert sent now: ~10 us (one HMAC over ~60 bytes)."""
+        assert self.auth is not None
+        vrid = self.cfg.election.vrid
+        return self.auth.sign(message, src=self.primary, vrid=vrid, unix=self._unix())
 
     def _advert(self, priority: int, interval_cs: int, dst: IPAddress) -> bytes:
         """The encoded advert, made once per (priority, interval, destination).
@@ -745,12 +843,19 @@ class Election:
             "adverts_sent": r.stats.adverts_sent,
             "adverts_received": r.stats.adverts_received,
             "rejected": dict(self.rejected),
+            "auth": self._auth_status(),
             "timer_lateness_max_ms": round(self.lateness_max * 1000, 3),
             "handed_over": self.handed_over,
             "faults": dict(self.faults),
             "send_errors": dict(self.send_errors),
             "callback_errors": dict(self.callback_errors),
         }
+
+    def _auth_status(self) -> dict[str, Any] | None:
+        a = self.auth
+        if a is None:
+            return None
+        return {"mode": a.mode, "active_key": a.active_key, "keys": sorted(a.keys)}
 
     def _vips_held(self) -> list[str] | None:
         """The VIPs on the interface now; None when netlink cannot say."""

@@ -166,14 +166,19 @@ class Node:
         self._apply_reload(new)
 
     def _apply_reload(self, new: Config) -> None:
-        """Apply what can change live (the priority); name what needs a restart."""
+        """Apply what can change live (the priority, ``[election.auth]``); name the rest."""
         old = self.cfg
-        live = replace(new, election=replace(new.election, priority=old.election.priority))
-        if live != old:
-            changed = [f for f in old.__dataclass_fields__ if getattr(old, f) != getattr(live, f)]
+        e = old.election
+        kept = replace(new, election=replace(new.election, priority=e.priority, auth=e.auth))
+        if kept != old:
+            changed = [f for f in old.__dataclass_fields__ if getattr(old, f) != getattr(kept, f)]
             log.warning("reload: %s changed; restart vipcast to apply", ", ".join(changed))
-        self.cfg = replace(old, election=replace(old.election, priority=new.election.priority))
+        live = replace(e, priority=new.election.priority, auth=new.election.auth)
+        self.cfg = replace(old, election=live)
         self.election.cfg = self.cfg
+        if new.election.auth != old.election.auth:
+            self.election.reconfigure_auth(self.cfg)
+            log.info("reload: advert authentication now %s", _describe_auth(self.cfg))
         self.election.restore_priority(new.election.priority)
         self.bus.publish("reloaded", "configuration reloaded")
         log.info("configuration reloaded (priority %d)", new.election.priority)
@@ -219,6 +224,14 @@ class Node:
         message = await self.election.handover(wait)
         self.bus.publish("handover", message)
         return {"message": message}
+
+
+def _describe_auth(cfg: Config) -> str:
+    a = cfg.election.auth
+    if a is None:
+        return "off"
+    ids = ", ".join(str(k.id) for k in a.keys)
+    return f"{a.mode}, signing with key {a.active_key}, keys {ids}"
 
 
 async def serve(cfg: Config, config_path: Path | None = None) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vipcast import keys
 from vipcast.config import render_toml
 from vipcast.daemon import control
 from vipcast.demo import statusfile
@@ -32,8 +33,16 @@ APP_PORT = 9600
 RADAR_PORT = 8600  # the radar sends from this port too, as ASTERIX senders often do
 
 
+def advert_key(workdir: Path) -> Path:
+    """The demo's VRRP key file, made once (``vipcast keygen``'s format, mode 0600)."""
+    path = workdir / "vrrp.key"
+    if not path.exists():
+        keys.write_key_file(path, keys.new_key())
+    return path
+
+
 def node_config(i: int, workdir: Path) -> str:
-    """Node ``i``'s (1-based) configuration file text."""
+    """Node ``i``'s (1-based) configuration file text; adverts signed with a new key."""
     sections: dict[str, dict[str, Any]] = {
         "node": {
             "name": f"node{i}",
@@ -46,6 +55,7 @@ def node_config(i: int, workdir: Path) -> str:
             "advert_interval": ADVERT_INTERVAL,
             "preempt": True,
         },
+        "election.auth": {"keys": {1: f"file:{advert_key(workdir)}"}, "active_key": 1},
         "vip": {"addresses": [f"{VIP}/24"]},
         "cluster": {"group": GROUP},
     }

@@ -9,6 +9,11 @@ covers the last one.
 IPv4 VRRPv3 checksums come in two forms: keepalived, Wireshark and Scapy cover
 the IPv4 pseudo-header, RFC 9568 and several routers cover the message only.
 We send either and accept both; the decoded advert records which one matched.
+
+An advert may end in keepalived's ``auth_hmac`` trailer (28 bytes after the addresses,
+:mod:`vipcast.core.vrrp.auth`): ``decode_signed_untrusted`` returns it apart, unverified.
+An IPv4 checksum never covers it (its pseudo-header length is the message's); an IPv6
+one does (the kernel's IPV6_CHECKSUM covers the whole payload), see ``with_trailer``.
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ __all__ = [
     "REJECT_REASONS",
     "BadPacket",
     "Advert",
+    "AUTH_TRAILER_LEN",
     "encode_advert",
+    "with_trailer",
     "decode_advert_untrusted",
+    "decode_signed_untrusted",
     "check_source_untrusted",
 ]
 
@@ -42,7 +50,25 @@ VRRP_GROUP_V6: Final = IPv6Address("ff02::12")
 Address = IPv4Address | IPv6Address
 ChecksumForm = Literal["pseudo-header", "message-only"]
 RejectReason = Literal[
-    "length", "version", "type", "vrid", "count", "interval", "checksum", "address"
+    "length",
+    "version",
+    "type",
+    "vrid",
+    "count",
+    "interval",
+    "checksum",
+    "address",
+    "own_address",  # our own source from the wire: spoofed (multicast loopback is off)
+    # the auth_hmac trailer (vipcast.core.vrrp.auth)
+    "no_trailer",
+    "malformed_trailer",
+    "unknown_key",
+    "bad_hmac",
+    "stale",
+    "replay",
+    # an unauthenticated advert out of bounds (vipcast.core.vrrp.plausible)
+    "implausible_priority",
+    "implausible_interval",
 ]
 REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 
@@ -56,6 +82,7 @@ REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 #   6..7   checksum
 # VRRPv2 then carries 8 bytes of authentication data (keepalived may omit them).
 _HEADER: Final = struct.Struct("!BBBBHH")
+AUTH_TRAILER_LEN: Final = 28  # keepalived's auth_hmac trailer, see vipcast.core.vrrp.auth
 
 
 class _Header(NamedTuple):
@@ -145,6 +172,19 @@ def encode_advert(
     return message[:6] + value.to_bytes(2, "big") + message[8:]
 
 
+def with_trailer(message: bytes, trailer: bytes, *, src: Address, dst: Address) -> bytes:
+    """``message`` (from ``encode_advert``) with an auth trailer after its addresses.
+
+    IPv4: the checksum stays (it covers the message only). IPv6: it is computed again
+    over the whole payload, trailer included, as the kernel's IPV6_CHECKSUM does.
+    """
+    if src.version == 4:
+        return message + trailer
+    payload = message[:6] + b"\0\0" + message[8:] + trailer
+    value = internet_checksum(_pseudo_header(src, dst, len(payload)) + payload)
+    return payload[:6] + value.to_bytes(2, "big") + payload[8:]
+
+
 def _check_families(advert: Advert, src: Address, dst: Address) -> None:
     family = advert.addresses[0].version
     if src.version != family or dst.version != family:
@@ -186,9 +226,28 @@ def _pseudo_header(src: Address, dst: Address, length: int) -> bytes:
 def decode_advert_untrusted(data: bytes, *, src: Address, dst: Address) -> Advert:
     """Parse and validate the IP payload ``data`` received from ``src`` at ``dst``.
 
-    Raises ``BadPacket`` for anything but a valid advertisement; ``ValueError``
-    only when ``src`` and ``dst`` are of different families (a caller bug).
+    Raises ``BadPacket`` for anything but a valid advertisement (one with an auth
+    trailer included: its length is wrong); ``ValueError`` only when ``src`` and
+    ``dst`` are of different families (a caller bug).
     """
+    return _decode(data, src, dst, signed=False)[0]
+
+
+def decode_signed_untrusted(
+    data: bytes, *, src: Address, dst: Address
+) -> tuple[Advert, bytes | None]:
+    """Like ``decode_advert_untrusted``; a VRRPv3 advert may end in an auth trailer.
+
+    Returns the advert and the trailer's 28 bytes (None without one), not verified:
+    that is :class:`vipcast.core.vrrp.auth.Authenticator`'s job, which also needs the
+    message itself, ``data[:-AUTH_TRAILER_LEN]`` when a trailer is there.
+    """
+    return _decode(data, src, dst, signed=True)
+
+
+def _decode(
+    data: bytes, src: Address, dst: Address, *, signed: bool
+) -> tuple[Advert, bytes | None]:
     if src.version != dst.version:
         raise ValueError(f"src {src} and dst {dst} must be of one family")
     if len(data) < _HEADER.size:
@@ -197,8 +256,8 @@ def decode_advert_untrusted(data: bytes, *, src: Address, dst: Address) -> Adver
     version = _check_version_and_type(head.first, src)
     _check_vrid_and_count(head.vrid, head.naddr)
     if version == 3:
-        return _decode_v3(data, head, src, dst)
-    return _decode_v2(data, head)
+        return _decode_v3(data, head, src, dst, signed=signed)
+    return _decode_v2(data, head), None
 
 
 def _check_version_and_type(first: int, src: Address) -> Literal[2, 3]:
@@ -217,20 +276,29 @@ def _check_vrid_and_count(vrid: int, count: int) -> None:
         raise BadPacket("count", "no addresses")
 
 
-def _decode_v3(data: bytes, head: _Header, src: Address, dst: Address) -> Advert:
+def _decode_v3(
+    data: bytes, head: _Header, src: Address, dst: Address, *, signed: bool
+) -> tuple[Advert, bytes | None]:
     size = 4 if src.version == 4 else 16
-    _check_length(data, _HEADER.size + head.naddr * size)
+    expected = _HEADER.size + head.naddr * size
+    trailer = None
+    if signed and len(data) == expected + AUTH_TRAILER_LEN:
+        trailer = data[expected:]
+    else:
+        _check_length(data, expected)
     interval = head.word & _INTERVAL_MASK
     if interval == 0:
         raise BadPacket("interval", "max advert interval 0")
-    form = _matching_form(data, src, dst)
-    return Advert(
+    # IPv4: the message only; IPv6: the whole payload (keepalived's kernel checksum)
+    form = _matching_form(data if src.version == 6 else data[:expected], src, dst)
+    advert = Advert(
         vrid=head.vrid,
         priority=head.priority,
         max_advert_int_cs=interval,
-        addresses=_addresses(data[_HEADER.size :], size),
+        addresses=_addresses(data[_HEADER.size : expected], size),
         checksum_form=form if src.version == 4 else None,
     )
+    return advert, trailer
 
 
 def _decode_v2(data: bytes, head: _Header) -> Advert:
