@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from vipcast import keys
 from vipcast.core import timing
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -23,6 +24,7 @@ ChecksumForm = Literal["pseudo-header", "message-only"]
 DeliveryMode = Literal["payload", "envelope", "transparent"]
 GarpForm = Literal["request", "reply", "both"]
 RoleWhen = Literal["master", "backup", "always"]
+AntiReplay = Literal["time", "monotonic"]
 
 T = TypeVar("T")
 
@@ -67,11 +69,33 @@ class VipConfig:
 
 
 @dataclass(frozen=True)
+class ClusterAuth:
+    """The envelopes' keys ([cluster.auth], or the cluster.key shorthand)."""
+
+    keys: tuple[keys.Key, ...]
+    active_key: int  # the id envelopes are signed with
+    anti_replay: AntiReplay = "time"  # "time": counters must be fresh as well as new
+    time_window: float = 5.0  # seconds a counter may differ from this node's clock
+
+    def secrets(self) -> dict[int, bytes]:
+        return {k.id: k.secret for k in self.keys}
+
+    @property
+    def active_secret(self) -> bytes:
+        return self.secrets()[self.active_key]
+
+    @property
+    def window_ns(self) -> int:
+        """The freshness window in ns; 0 in monotonic mode (no freshness check)."""
+        return int(self.time_window * 1e9) if self.anti_replay == "time" else 0
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     group: Endpoint | None = None
     receivers: tuple[Endpoint, ...] = ()
     port: int = 8601  # where this node's receiver listens
-    key: bytes | None = None  # shared HMAC key for envelopes
+    auth: ClusterAuth | None = None  # None: envelopes unauthenticated
     members: tuple[IPAddress, ...] = ()  # accepted envelope sources; empty: the LAN subnet
     mtu: int = 1500
     retransmit_buffer: int = 65536  # datagrams kept per feed for recovery
@@ -166,7 +190,7 @@ def _toml_value(value: Any) -> str:
 
 
 def load(path: str | Path) -> Config:
-    """Read and validate a TOML file."""
+    """Read and validate a TOML file (key files too: ``file:`` paths relative to its folder)."""
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
@@ -175,17 +199,17 @@ def load(path: str | Path) -> Config:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), f"not valid TOML: {e}") from e
-    return parse(data)
+    return parse(data, base=Path(path).parent)
 
 
-def parse(data: Mapping[str, Any]) -> Config:
-    """Validate a parsed TOML document."""
+def parse(data: Mapping[str, Any], *, base: Path | None = None) -> Config:
+    """Validate a parsed TOML document (``base``: where relative key files are)."""
     t = _Table(data, "")
     cfg = Config(
         node=_node(t.table("node")),
         election=_election(t.table("election")),
         vip=_vip(t.table("vip")),
-        cluster=_cluster(t.table("cluster", required=False)),
+        cluster=_cluster(t.table("cluster", required=False), base),
         feeds=_feeds(t.array_of_tables("feed")),
         metrics=_metrics(t.table("metrics", required=False)),
         roles=tuple(_role(r) for r in t.array_of_tables("role")),
@@ -239,12 +263,12 @@ def _vip(t: _Table) -> VipConfig:
     return v
 
 
-def _cluster(t: _Table) -> ClusterConfig:
+def _cluster(t: _Table, base: Path | None = None) -> ClusterConfig:
     c = ClusterConfig(
         group=t.get("group", _multicast_endpoint, None),
         receivers=tuple(t.get("receivers", _list_of(_endpoint), [])),
         port=t.get("port", _port, 8601),
-        key=t.get("key", _key, None),
+        auth=_cluster_auth(t, base),
         members=tuple(t.get("members", _list_of(_ip_address), [])),
         mtu=t.get("mtu", _int_range(576, 65535), 1500),
         retransmit_buffer=t.get("retransmit_buffer", _int_range(0, 10_000_000), 65536),
@@ -261,6 +285,49 @@ def _cluster(t: _Table) -> ClusterConfig:
     if c.group and c.receivers:
         raise ConfigError(t.path or "cluster", "give either group or receivers, not both")
     return c
+
+
+def _cluster_auth(t: _Table, base: Path | None) -> ClusterAuth | None:
+    """[cluster.auth], or cluster.key: the shorthand for key id 1 (its bytes unchanged)."""
+    legacy = t.get("key", _key, None)
+    if "auth" not in t.data:
+        if legacy is None:
+            return None
+        return ClusterAuth((keys.Key(SHORTHAND_KEY_ID, legacy),), SHORTHAND_KEY_ID)
+    if legacy is not None:
+        raise ConfigError(t.path_of("key"), "give cluster.key or [cluster.auth], not both")
+    a = t.table("auth")
+    found = a.get("keys", _key_table(base))
+    active = a.get("active_key", _int_range(1, keys.KEY_ID_MAX))
+    if active not in {k.id for k in found}:
+        raise ConfigError(a.path_of("active_key"), f"key id {active} is not in keys")
+    auth = ClusterAuth(
+        keys=found,
+        active_key=active,
+        anti_replay=a.get("anti_replay", _choice("time", "monotonic"), "time"),
+        time_window=a.get("time_window", _float_range(1.0, 300.0), ClusterAuth.time_window),
+    )
+    a.done()
+    return auth
+
+
+def _key_table(base: Path | None) -> Callable[[Any, str], tuple[keys.Key, ...]]:
+    def conv(v: Any, path: str) -> tuple[keys.Key, ...]:
+        if not isinstance(v, Mapping) or not v:
+            raise ConfigError(path, 'a table of key id = value, e.g. { 1 = "file:PATH" }')
+        found = []
+        for name, value in v.items():
+            if not name.isdigit() or not isinstance(value, str):
+                raise ConfigError(
+                    f"{path}.{name}", 'key id (1..255) = "hex:...", "file:PATH" or ASCII'
+                )
+            try:
+                found.append(keys.parse_key(int(name), value, base=base))
+            except keys.BadKey as e:
+                raise ConfigError(f"{path}.{name}", str(e)) from None
+        return tuple(sorted(found, key=lambda k: k.id))
+
+    return conv
 
 
 def _feeds(tables: list[_Table]) -> tuple[FeedConfig, ...]:
@@ -571,7 +638,11 @@ def _multicast_endpoint(v: Any, path: str) -> Endpoint:
     return (host, port)
 
 
+SHORTHAND_KEY_ID = 1  # cluster.key = S is [cluster.auth] keys = { 1 = S }, active_key = 1
+
+
 def _key(v: Any, path: str) -> bytes:
+    """cluster.key: its UTF-8 bytes, as before 1.1, so nodes not yet upgraded still verify."""
     text = _nonempty_str(v, path)
     if len(text) < 16:
         raise ConfigError(path, "a shared key of at least 16 characters")

@@ -166,13 +166,24 @@ class Node:
         self._apply_reload(new)
 
     def _apply_reload(self, new: Config) -> None:
-        """Apply what can change live (the priority); name what needs a restart."""
+        """Apply what can change live (priority, cluster keys); name what needs a restart."""
         old = self.cfg
-        live = replace(new, election=replace(new.election, priority=old.election.priority))
+        keys_live = (old.cluster.auth is None) == (new.cluster.auth is None)  # not on/off
+        live = replace(
+            new,
+            election=replace(new.election, priority=old.election.priority),
+            cluster=replace(new.cluster, auth=old.cluster.auth) if keys_live else new.cluster,
+        )
         if live != old:
             changed = [f for f in old.__dataclass_fields__ if getattr(old, f) != getattr(live, f)]
             log.warning("reload: %s changed; restart vipcast to apply", ", ".join(changed))
-        self.cfg = replace(old, election=replace(old.election, priority=new.election.priority))
+        self.cfg = replace(
+            old,
+            election=replace(old.election, priority=new.election.priority),
+            cluster=replace(old.cluster, auth=new.cluster.auth) if keys_live else old.cluster,
+        )
+        if self.dataplane is not None:
+            self.dataplane.reload()  # it reads the file again and swaps its keys
         self.election.cfg = self.cfg
         self.election.restore_priority(new.election.priority)
         self.bus.publish("reloaded", "configuration reloaded")
@@ -205,6 +216,8 @@ class Node:
         for key, name in (("rejected", "rejected_envelopes"), ("rejected_nacks", "rejected_nacks")):
             if stats.get(key):
                 feeds[name] = stats[key]
+        if stats.get("auth"):
+            feeds["cluster_auth"] = stats["auth"]  # key ids and modes, as the data plane uses them
         return feeds
 
     async def _hand_over_before_stopping(self) -> None:
