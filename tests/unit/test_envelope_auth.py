@@ -211,6 +211,13 @@ def test_a_little_reordering_is_accepted_once() -> None:
     assert reason(stale, v, NOW + SECOND) == "replay"  # 1 s behind: beyond REORDER_NS
 
 
+def test_a_receiver_refuses_its_own_node_id_from_the_network() -> None:
+    v = Verifier({1: KEY1}, own=7)
+    wire = encode_heartbeat(Heartbeat(1, 7, 9, 1), auth=Signer(1, KEY1), now=NOW)
+    assert reason(wire, v) == "replay"  # never seen, but node 7's envelopes stay in node 7
+    assert decode(wire, Verifier({1: KEY1}, own=8)).node == 7
+
+
 def test_monotonic_mode_has_no_clock_but_still_refuses_replays() -> None:
     v = Verifier({1: KEY1})  # window 0: monotonic
     wire = encode_heartbeat(Heartbeat(1, 7, 9, 1), auth=Signer(1, KEY1), now=5)

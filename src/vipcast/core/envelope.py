@@ -326,14 +326,19 @@ class Verifier:
     """The receiving side: the keys this node accepts, by id, and the senders' replay state.
 
     One verifier per kind of traffic a socket takes (the receiver's envelopes, the
-    relay's NACKs): each sees its own part of a sender's counters.
+    relay's NACKs): each sees its own part of a sender's counters. ``own``: this
+    node's id, when its own envelopes never reach this socket over the network (the
+    receiver takes them in-process): one that does is a replay.
     """
 
-    __slots__ = ("keys", "replay")
+    __slots__ = ("keys", "own", "replay")
 
-    def __init__(self, keys: dict[int, bytes], *, window_ns: int = 0) -> None:
+    def __init__(
+        self, keys: dict[int, bytes], *, window_ns: int = 0, own: int | None = None
+    ) -> None:
         self.keys = dict(keys)
         self.replay = ReplayGuard(window_ns)
+        self.own = own
 
     def set_keys(self, keys: dict[int, bytes], *, window_ns: int = 0) -> None:
         """Accept these keys from now on (a reload); the replay state is kept."""
@@ -593,6 +598,8 @@ def _authenticate(raw: bytes, head: _Header, auth: Verifier, now: int) -> int:
     expected = hmac.digest(secret, memoryview(raw)[: head.end], "sha256")[:AUTH_TAG_SIZE]
     if not hmac.compare_digest(expected, raw[head.end :]):
         raise BadEnvelope("bad_tag", f"tag does not match key {key_id}")
+    if head.node == auth.own:
+        raise BadEnvelope("replay", f"node {head.node} is this node: its envelopes stay local")
     if not replay.new(head.node, counter, now):
         raise BadEnvelope("replay", f"node {head.node} counter {counter} already taken or too old")
     return counter

@@ -21,14 +21,15 @@ log = logging.getLogger("vipcast.dataplane")
 class Keyring:
     """What the data plane signs and verifies with; all None without cluster keys."""
 
-    def __init__(self, auth: ClusterAuth | None) -> None:
+    def __init__(self, auth: ClusterAuth | None, node_id: int | None = None) -> None:
         self.auth = auth
         self.signer: env.Signer | None = None
         self.envelopes: env.Verifier | None = None  # the receiver socket's
         self.nacks: env.Verifier | None = None  # the relay's NACK socket's
         if auth is not None:
             self.signer = env.Signer(auth.active_key, auth.active_secret, window_ns=auth.window_ns)
-            self.envelopes = env.Verifier(auth.secrets(), window_ns=auth.window_ns)
+            # our own envelopes reach our receiver in-process, never over the LAN
+            self.envelopes = env.Verifier(auth.secrets(), window_ns=auth.window_ns, own=node_id)
             self.nacks = env.Verifier(auth.secrets(), window_ns=auth.window_ns)
 
     def reload(self, new: ClusterAuth | None) -> str | None:

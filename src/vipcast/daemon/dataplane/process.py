@@ -51,7 +51,7 @@ class Dataplane:
     ) -> None:
         self.cfg, self.control, self.node_id, self.source = cfg, control, node_id, source
         self.config_path = config_path  # read again on "reload"
-        self.keys = Keyring(cfg.cluster.auth)
+        self.keys = Keyring(cfg.cluster.auth, node_id)
         self.loop = Loop()
         vip = str(cfg.vip.addresses[0].ip)
         self.stats = {f.feed_id: FeedStats() for f in cfg.feeds}
