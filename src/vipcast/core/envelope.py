@@ -19,6 +19,7 @@ Unix time in ns), as everywhere in the cores.
 from __future__ import annotations
 
 import enum
+import hashlib
 import hmac
 import ipaddress
 import struct
@@ -292,18 +293,17 @@ class Signer:
     meanwhile), as receivers would refuse it as stale.
     """
 
-    __slots__ = ("counter", "key_id", "secret", "window_ns")
+    __slots__ = ("_mac", "counter", "key_id", "window_ns")
 
     def __init__(self, key_id: int, secret: bytes, *, window_ns: int = 0, counter: int = 0) -> None:
-        if not 1 <= key_id <= 255:
-            raise ValueError(f"key id {key_id} not in 1..255")
-        self.key_id, self.secret, self.window_ns, self.counter = key_id, secret, window_ns, counter
+        self.counter = counter
+        self.rotate(key_id, secret, window_ns=window_ns)
 
     def rotate(self, key_id: int, secret: bytes, *, window_ns: int = 0) -> None:
         """Sign with another key from now on; the counter goes on."""
         if not 1 <= key_id <= 255:
             raise ValueError(f"key id {key_id} not in 1..255")
-        self.key_id, self.secret, self.window_ns = key_id, secret, window_ns
+        self.key_id, self._mac, self.window_ns = key_id, _mac(secret), window_ns
 
     def next_counter(self, now: int) -> int:
         last = self.counter
@@ -319,7 +319,14 @@ class Signer:
 
     def tag(self, message: bytes) -> bytes:
         """The tag that follows ``message`` (which ends with its records or fixed fields)."""
-        return hmac.digest(self.secret, message, "sha256")[:AUTH_TAG_SIZE]
+        mac = self._mac.copy()
+        mac.update(message)
+        return mac.digest()[:AUTH_TAG_SIZE]
+
+
+def _mac(secret: bytes) -> hmac.HMAC:
+    """HMAC-SHA256 keyed with ``secret``, to copy per message (cheaper than keying anew)."""
+    return hmac.new(secret, digestmod=hashlib.sha256)
 
 
 class Verifier:
@@ -331,18 +338,18 @@ class Verifier:
     receiver takes them in-process): one that does is a replay.
     """
 
-    __slots__ = ("keys", "own", "replay")
+    __slots__ = ("macs", "own", "replay")
 
     def __init__(
         self, keys: dict[int, bytes], *, window_ns: int = 0, own: int | None = None
     ) -> None:
-        self.keys = dict(keys)
+        self.macs = {key_id: _mac(secret) for key_id, secret in keys.items()}
         self.replay = ReplayGuard(window_ns)
         self.own = own
 
     def set_keys(self, keys: dict[int, bytes], *, window_ns: int = 0) -> None:
         """Accept these keys from now on (a reload); the replay state is kept."""
-        self.keys = dict(keys)
+        self.macs = {key_id: _mac(secret) for key_id, secret in keys.items()}
         self.replay.window_ns = window_ns
 
 
@@ -592,11 +599,12 @@ def _authenticate(raw: bytes, head: _Header, auth: Verifier, now: int) -> int:
     if not replay.fresh(counter, now):  # before the HMAC: it only rejects, never trusts
         skew = (counter - now) / 1e9
         raise BadEnvelope("stale", f"counter {skew:+.3f} s from this node's clock (NTP?)")
-    secret = auth.keys.get(key_id)
-    if secret is None:
+    keyed = auth.macs.get(key_id)
+    if keyed is None:
         raise BadEnvelope("unknown_key", f"key id {key_id}")
-    expected = hmac.digest(secret, memoryview(raw)[: head.end], "sha256")[:AUTH_TAG_SIZE]
-    if not hmac.compare_digest(expected, raw[head.end :]):
+    mac = keyed.copy()
+    mac.update(memoryview(raw)[: head.end])
+    if not hmac.compare_digest(mac.digest()[:AUTH_TAG_SIZE], raw[head.end :]):
         raise BadEnvelope("bad_tag", f"tag does not match key {key_id}")
     if head.node == auth.own:
         raise BadEnvelope("replay", f"node {head.node} is this node: its envelopes stay local")
