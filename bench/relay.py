@@ -2,6 +2,7 @@
 
     sudo .venv/bin/python bench/relay.py [--quick] [--rates 10000,50000] [--seconds 3]
                                          [--mixed] [--only vipcast|plain] [--retries 2]
+                                         [--keyed]
 
 The standard site (remote centre, router, switch, node1, node2). The remote centre
 sends datagrams to VIP:8600 at a series of rates, each for a fixed time
@@ -25,6 +26,11 @@ nodes: the main processes only elect), the whole machine's CPU per datagram
 (/proc/stat: sender, router, relays and apps), and the kernel's drops per socket
 (/proc/PID/net/udp). A direct path (remote -> the app at node1's own address, no
 relay) gives the latency each relay adds.
+
+With ``--keyed`` the plain relay is not run: vipcast runs twice on the same site, without
+and with a cluster key (``[cluster.auth]``, a key file: every envelope and NACK carries
+the auth block and the tag, every receiver checks it), and the data planes' CPU per
+datagram is printed side by side per rate (the issue's bound: keyed within 15 %).
 
 Headlines: the highest rate delivered without loss to both apps and kept up with
 (p99 under 50 ms: not by filling socket buffers that a longer step would overflow),
@@ -56,6 +62,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.lab.nodes import VipcastNode, start_node  # noqa: E402
 
+from vipcast import keys  # noqa: E402
 from vipcast.lab.netns import NETNS_DIR  # noqa: E402
 from vipcast.lab.site import VIP, Host, Lab, Site, build_site, node_address  # noqa: E402
 
@@ -359,25 +366,58 @@ def plain_relay(bench: Bench, rates: Sequence[int]) -> list[Step]:
             ipr.addr("del", index=node1.ifindex("eth0"), address=VIP, prefixlen=24)
 
 
-def vipcast_relay(bench: Bench, rates: Sequence[int]) -> list[Step]:
+def key_section(site: Site) -> str:
+    """A [cluster.auth] with a fresh key file in the lab's workdir."""
+    path = site.lab.workdir / "bench-cluster.key"
+    if not path.exists():
+        keys.write_key_file(path, keys.new_key())
+    return f'[cluster.auth]\nkeys = {{ 1 = "file:{path}" }}\nactive_key = 1\n'
+
+
+def vipcast_relay(bench: Bench, rates: Sequence[int], *, keyed: bool = False) -> list[Step]:
     site = bench.site
     feeds = [
         {"name": "bench", "port": RELAY_PORT, "deliver": [f"127.0.0.1:{APP_PORT}"]},
     ]
     cluster = {"group": GROUP}
-    n1 = start_node(site, 1, election={"priority": 150}, cluster=cluster, feeds=feeds)
-    n2 = start_node(site, 2, cluster=cluster, feeds=feeds)
-    n1.wait_state("MASTER")
-    n2.wait_state("BACKUP")
-    pids = dataplane_pids(n1) + dataplane_pids(n2)
-    warm_up(bench, f"{VIP}:{RELAY_PORT}")
-    before = [n.status()["feeds"]["bench"] for n in (n1, n2)]
-    steps = bench.series(f"{VIP}:{RELAY_PORT}", rates, pids, "vipcast")
-    after = [n.status()["feeds"]["bench"] for n in (n1, n2)]
-    for i, (b, a) in enumerate(zip(before, after, strict=True), 1):
-        moved = {k: a[k] - b[k] for k in a if k != "session" and a[k] != b[k]}
-        print(f"  vipcast node{i} counters over the series: {moved}")
+    extra = key_section(site) if keyed else ""
+    name = "vipcast, key" if keyed else "vipcast"
+    n1 = start_node(site, 1, election={"priority": 150}, cluster=cluster, feeds=feeds, extra=extra)
+    n2 = start_node(site, 2, cluster=cluster, feeds=feeds, extra=extra)
+    try:
+        n1.wait_state("MASTER")
+        n2.wait_state("BACKUP")
+        pids = dataplane_pids(n1) + dataplane_pids(n2)
+        warm_up(bench, f"{VIP}:{RELAY_PORT}")
+        before = [n.status()["feeds"]["bench"] for n in (n1, n2)]
+        steps = bench.series(f"{VIP}:{RELAY_PORT}", rates, pids, name)
+        after = [n.status()["feeds"]["bench"] for n in (n1, n2)]
+        for i, (b, a) in enumerate(zip(before, after, strict=True), 1):
+            moved = {k: a[k] - b[k] for k in a if k != "session" and a[k] != b[k]}
+            print(f"  {name} node{i} counters over the series: {moved}")
+        if keyed:
+            refused = [n.status()["feeds"].get("rejected_envelopes") for n in (n1, n2)]
+            print(f"  rejected envelopes: {refused}")
+    finally:
+        for node in (n2, n1):
+            node.proc.stop()
     return steps
+
+
+def keyed_table(plain: Sequence[Step], keyed: Sequence[Step]) -> str:
+    """Data-plane CPU per datagram without and with a cluster key, per rate."""
+    rows = [
+        "| rate/s | delivered (no key) | CPU us/dgram, no key | delivered (key) "
+        "| CPU us/dgram, key | key / no key |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p, k in zip(plain, keyed, strict=True):
+        ratio = k.cpu_us / p.cpu_us if p.cpu_us else 0.0
+        rows.append(
+            f"| {p.rate:,} | {min(p.delivered):,} | {p.cpu_us:.1f} | {min(k.delivered):,} "
+            f"| {k.cpu_us:.1f} | {ratio:.2f} |"
+        )
+    return "\n".join(rows)
 
 
 def warm_up(bench: Bench, dst: str) -> None:
@@ -479,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", choices=("vipcast", "plain"), help="measure one relay")
     parser.add_argument("--mixed", action="store_true", help="datagrams of 40..400 bytes")
     parser.add_argument("--retries", type=int, default=2, help="runs again of a disturbed step")
+    parser.add_argument("--keyed", action="store_true", help="vipcast without and with a key")
     args = parser.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",")] if args.rates else None
     rates = rates or list(QUICK_RATES if args.quick else RATES)
@@ -492,6 +533,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             direct_dst = f"{node_address(1)}:{APP_PORT}"
             warm_up(bench, direct_dst)
             direct = bench.series(direct_dst, rates[:1], [], "direct")
+            if args.keyed:
+                unkeyed = vipcast_relay(bench, rates)
+                keyed = vipcast_relay(bench, rates, keyed=True)
+                print()
+                print(keyed_table(unkeyed, keyed))
+                return 0
             plain = [] if args.only == "vipcast" else plain_relay(bench, rates)
             vip = [] if args.only == "plain" else vipcast_relay(bench, rates)
             if plain and vip:

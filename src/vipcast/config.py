@@ -86,11 +86,33 @@ class VipConfig:
 
 
 @dataclass(frozen=True)
+class ClusterAuth:
+    """The envelopes' keys ([cluster.auth], or the cluster.key shorthand)."""
+
+    keys: tuple[Key, ...]
+    active_key: int  # the id envelopes are signed with
+    anti_replay: AntiReplay = "time"  # "time": counters must be fresh as well as new
+    time_window: float = 5.0  # seconds a counter may differ from this node's clock
+
+    def secrets(self) -> dict[int, bytes]:
+        return {k.id: k.secret for k in self.keys}
+
+    @property
+    def active_secret(self) -> bytes:
+        return self.secrets()[self.active_key]
+
+    @property
+    def window_ns(self) -> int:
+        """The freshness window in ns; 0 in monotonic mode (no freshness check)."""
+        return int(self.time_window * 1e9) if self.anti_replay == "time" else 0
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     group: Endpoint | None = None
     receivers: tuple[Endpoint, ...] = ()
     port: int = 8601  # where this node's receiver listens
-    key: bytes | None = None  # shared HMAC key for envelopes
+    auth: ClusterAuth | None = None  # None: envelopes unauthenticated
     members: tuple[IPAddress, ...] = ()  # accepted envelope sources; empty: the LAN subnet
     mtu: int = 1500
     retransmit_buffer: int = 65536  # datagrams kept per feed for recovery
@@ -206,7 +228,7 @@ def parse(data: Mapping[str, Any], *, base: Path | None = None) -> Config:
         node=_node(t.table("node")),
         election=_election(t.table("election"), base),
         vip=_vip(t.table("vip")),
-        cluster=_cluster(t.table("cluster", required=False)),
+        cluster=_cluster(t.table("cluster", required=False), base),
         feeds=_feeds(t.array_of_tables("feed")),
         metrics=_metrics(t.table("metrics", required=False)),
         roles=tuple(_role(r) for r in t.array_of_tables("role")),
@@ -248,11 +270,8 @@ def _election(t: _Table, base: Path | None) -> ElectionConfig:
 
 
 def _advert_auth(t: _Table, interval: float, base: Path | None) -> AdvertAuthConfig:
-    keys = _keys(t.get("keys", _table_of_str), t.path_of("keys"), base)
-    if not keys:
-        raise ConfigError(t.path_of("keys"), "at least one key is needed")
     a = AdvertAuthConfig(
-        keys=keys,
+        keys=t.get("keys", _key_table(base)),
         active_key=t.get("active_key", _int_range(1, keyfiles.KEY_ID_MAX)),
         mode=t.get("mode", _choice(*auth.AUTH_MODES), "enforce"),
         anti_replay=t.get("anti_replay", _choice(*auth.ANTI_REPLAY), "time"),
@@ -270,22 +289,6 @@ def _advert_auth(t: _Table, interval: float, base: Path | None) -> AdvertAuthCon
     return a
 
 
-def _keys(table: Mapping[str, str], path: str, base: Path | None) -> tuple[Key, ...]:
-    """``{ "1" = "hex:...", "2" = "file:..." }`` (TOML keys are strings) as keys by id."""
-    found = []
-    for name, value in table.items():
-        where = f"{path}.{name}"
-        if not name.isdigit():
-            raise ConfigError(where, f"a key id 1..{keyfiles.KEY_ID_MAX}, got {name!r}")
-        try:
-            found.append(keyfiles.parse_key(int(name), value, base=base))
-        except keyfiles.BadKey as e:
-            raise ConfigError(where, str(e)) from None
-    if len({k.id for k in found}) != len(found):  # "1" and "01"
-        raise ConfigError(path, "duplicate key id")
-    return tuple(sorted(found, key=lambda k: k.id))
-
-
 def _vip(t: _Table) -> VipConfig:
     addresses = t.get("addresses", _list_of(_ip_interface))
     if not addresses:
@@ -301,12 +304,12 @@ def _vip(t: _Table) -> VipConfig:
     return v
 
 
-def _cluster(t: _Table) -> ClusterConfig:
+def _cluster(t: _Table, base: Path | None = None) -> ClusterConfig:
     c = ClusterConfig(
         group=t.get("group", _multicast_endpoint, None),
         receivers=tuple(t.get("receivers", _list_of(_endpoint), [])),
         port=t.get("port", _port, 8601),
-        key=t.get("key", _key, None),
+        auth=_cluster_auth(t, base),
         members=tuple(t.get("members", _list_of(_ip_address), [])),
         mtu=t.get("mtu", _int_range(576, 65535), 1500),
         retransmit_buffer=t.get("retransmit_buffer", _int_range(0, 10_000_000), 65536),
@@ -323,6 +326,53 @@ def _cluster(t: _Table) -> ClusterConfig:
     if c.group and c.receivers:
         raise ConfigError(t.path or "cluster", "give either group or receivers, not both")
     return c
+
+
+def _cluster_auth(t: _Table, base: Path | None) -> ClusterAuth | None:
+    """[cluster.auth], or cluster.key: the shorthand for key id 1 (its bytes unchanged)."""
+    legacy = t.get("key", _key, None)
+    if "auth" not in t.data:
+        if legacy is None:
+            return None
+        return ClusterAuth((Key(SHORTHAND_KEY_ID, legacy),), SHORTHAND_KEY_ID)
+    if legacy is not None:
+        raise ConfigError(t.path_of("key"), "give cluster.key or [cluster.auth], not both")
+    a = t.table("auth")
+    found = a.get("keys", _key_table(base))
+    active = a.get("active_key", _int_range(1, keyfiles.KEY_ID_MAX))
+    if active not in {k.id for k in found}:
+        raise ConfigError(a.path_of("active_key"), f"key id {active} is not in keys")
+    cluster_auth = ClusterAuth(
+        keys=found,
+        active_key=active,
+        anti_replay=a.get("anti_replay", _choice(*auth.ANTI_REPLAY), "time"),
+        time_window=a.get("time_window", _float_range(1.0, 300.0), ClusterAuth.time_window),
+    )
+    a.done()
+    return cluster_auth
+
+
+def _key_table(base: Path | None) -> Callable[[Any, str], tuple[Key, ...]]:
+    def conv(v: Any, path: str) -> tuple[Key, ...]:
+        if not isinstance(v, Mapping) or not v:
+            raise ConfigError(
+                path, 'at least one key: a table of key id = value, e.g. { 1 = "file:PATH" }'
+            )
+        found = []
+        for name, value in v.items():
+            if not name.isdigit() or not isinstance(value, str):
+                raise ConfigError(
+                    f"{path}.{name}", 'key id (1..255) = "hex:...", "file:PATH" or ASCII'
+                )
+            try:
+                found.append(keyfiles.parse_key(int(name), value, base=base))
+            except keyfiles.BadKey as e:
+                raise ConfigError(f"{path}.{name}", str(e)) from None
+        if len({k.id for k in found}) != len(found):  # "1" and "01"
+            raise ConfigError(path, "duplicate key id")
+        return tuple(sorted(found, key=lambda k: k.id))
+
+    return conv
 
 
 def _feeds(tables: list[_Table]) -> tuple[FeedConfig, ...]:
@@ -523,12 +573,6 @@ def _str_list(v: Any, path: str) -> list[str]:
     return v
 
 
-def _table_of_str(v: Any, path: str) -> Mapping[str, str]:
-    if not isinstance(v, Mapping) or not all(isinstance(x, str) for x in v.values()):
-        raise ConfigError(path, 'a table of strings, e.g. { 1 = "hex:..." }')
-    return v
-
-
 def _bool(v: Any, path: str) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(path, "true or false")
@@ -639,7 +683,11 @@ def _multicast_endpoint(v: Any, path: str) -> Endpoint:
     return (host, port)
 
 
+SHORTHAND_KEY_ID = 1  # cluster.key = S is [cluster.auth] keys = { 1 = S }, active_key = 1
+
+
 def _key(v: Any, path: str) -> bytes:
+    """cluster.key: its UTF-8 bytes, as before 1.1, so nodes not yet upgraded still verify."""
     text = _nonempty_str(v, path)
     if len(text) < 16:
         raise ConfigError(path, "a shared key of at least 16 characters")

@@ -31,8 +31,15 @@ def with_(path: str, value: Any) -> dict[str, Any]:
     return data
 
 
-def test_the_annotated_example_loads() -> None:
-    cfg = config.load(EXAMPLE)
+def load_example(tmp_path: Path) -> config.Config:
+    """The example as it is: its key files (public examples) lie beside it."""
+    return config.load(EXAMPLE)
+
+
+def test_the_annotated_example_loads(tmp_path: Path) -> None:
+    cfg = load_example(tmp_path)
+    assert cfg.cluster.auth is not None
+    assert [k.id for k in cfg.cluster.auth.keys] == [cfg.cluster.auth.active_key] == [1]
     assert cfg.election.vrid == 51
     assert cfg.election.advert_interval == 0.1
     assert cfg.vip.addresses == (ipaddress.ip_interface("198.18.0.100/24"),)
@@ -122,3 +129,56 @@ def test_broken_toml_is_reported_with_the_file(tmp_path: Path) -> None:
 
 def test_example_is_valid_toml_for_other_tools_too() -> None:
     assert "feed" in tomllib.loads(EXAMPLE.read_text())
+
+
+# ---------------------------------------------------------------- cluster keys
+
+HEX_KEY = "hex:" + bytes(range(32)).hex()
+
+
+def test_cluster_auth_takes_keys_by_id_from_values_and_files(tmp_path: Path) -> None:
+    (tmp_path / "k2").write_text("hex:" + "ab" * 40 + "\n")
+    data = with_("cluster.auth", {"keys": {"1": HEX_KEY, "2": "file:k2"}, "active_key": 2})
+    auth = config.parse(data, base=tmp_path).cluster.auth
+    assert auth is not None
+    assert auth.secrets() == {1: bytes(range(32)), 2: b"\xab" * 40}
+    assert auth.active_key == 2
+    assert auth.keys[1].path == tmp_path / "k2"
+    assert (auth.anti_replay, auth.time_window, auth.window_ns) == ("time", 5.0, 5_000_000_000)
+    assert "ab" not in repr(auth)  # secrets never printed
+
+
+def test_cluster_key_is_the_shorthand_for_key_id_1_with_its_bytes_unchanged() -> None:
+    auth = config.parse(with_("cluster.key", "a shared secret of 16+ chars")).cluster.auth
+    assert auth is not None
+    assert auth.secrets() == {1: b"a shared secret of 16+ chars"}
+    assert auth.active_key == 1
+    assert config.parse(MINIMAL).cluster.auth is None
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        ({"keys": {"1": HEX_KEY}, "active_key": 2}, "cluster.auth.active_key: key id 2 is not in"),
+        ({"keys": {"1": HEX_KEY}}, "cluster.auth.active_key: required"),
+        ({"keys": {}, "active_key": 1}, "cluster.auth.keys: at least one key"),
+        ({"keys": {"0": HEX_KEY}, "active_key": 1}, r"cluster.auth.keys.0: key id 0 not in 1..255"),
+        ({"keys": {"x": HEX_KEY}, "active_key": 1}, "cluster.auth.keys.x: key id"),
+        ({"keys": {"1": "short"}, "active_key": 1}, "cluster.auth.keys.1: key 1 is 5 bytes"),
+        ({"keys": {"1": "hex:zz"}, "active_key": 1}, "cluster.auth.keys.1: not hex"),
+        ({"keys": {"1": "file:/nonexistent/k"}, "active_key": 1}, "cluster.auth.keys.1: key file"),
+        ({"keys": {"1": HEX_KEY}, "active_key": 1, "anti_replay": "x"}, "anti_replay: one of"),
+        ({"keys": {"1": HEX_KEY}, "active_key": 1, "time_window": 0.5}, "time_window"),
+        ({"keys": {"1": HEX_KEY}, "active_key": 1, "kyes": 1}, "cluster.auth.kyes: unknown key"),
+    ],
+)
+def test_cluster_auth_mistakes_name_the_key(auth: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.parse(with_("cluster.auth", auth))
+
+
+def test_cluster_key_and_cluster_auth_together_are_refused() -> None:
+    data = with_("cluster.auth", {"keys": {"1": HEX_KEY}, "active_key": 1})
+    data["cluster"]["key"] = "a shared secret of 16+ chars"
+    with pytest.raises(ConfigError, match=r"cluster.key: give cluster.key or \[cluster.auth\]"):
+        config.parse(data)

@@ -75,7 +75,7 @@ def test_no_table_no_auth() -> None:
             "election.auth.keys.1",
             "key file",
         ),
-        ({"keys": {"1": 5}, "active_key": 1}, "election.auth.keys", "table of strings"),
+        ({"keys": {"1": 5}, "active_key": 1}, "election.auth.keys.1", "key id (1..255) ="),
         ({"keys": {"1": HEX, "01": HEX}, "active_key": 1}, "election.auth.keys", "duplicate"),
         ({"keys": {"1": HEX}, "active_key": 1, "mode": "on"}, "election.auth.mode", "enforce"),
         (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import ipaddress
+import itertools
 import struct
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vipcast.core.envelope import (
+    AUTH_OVERHEAD,
     AUTH_TAG_SIZE,
     COMMON_HEADER_SIZE,
     DATA_HEADER_SIZE,
@@ -29,8 +31,10 @@ from vipcast.core.envelope import (
     Message,
     Nack,
     RecordEncoder,
+    Signer,
     Unavailable,
     UnavailableReason,
+    Verifier,
     decode_message_untrusted,
     encode_data,
     encode_heartbeat,
@@ -95,9 +99,19 @@ messages = data_messages() | heartbeats | ends | nacks | unavailables
 keys = st.none() | st.just(KEY)
 
 
+def signer(key: bytes | None) -> Signer | None:
+    """A fresh signer for ``key`` as id 1 (counters from 1: ``now`` is left at 0)."""
+    return None if key is None else Signer(1, key)
+
+
+def verifier(key: bytes | None) -> Verifier | None:
+    """A fresh verifier accepting ``key`` as id 1 (monotonic: no clock involved)."""
+    return None if key is None else Verifier({1: key})
+
+
 def reason_of(data: bytes, key: bytes | None = None) -> str:
     with pytest.raises(BadEnvelope) as caught:
-        decode_message_untrusted(data, key=key)
+        decode_message_untrusted(data, auth=verifier(key))
     return caught.value.reason
 
 
@@ -117,7 +131,8 @@ def some_data() -> Data:
 
 @given(messages, keys)
 def test_every_message_round_trips(msg: Message, key: bytes | None) -> None:
-    assert decode_message_untrusted(encode_message(msg, key=key), key=key) == msg
+    wire = encode_message(msg, auth=signer(key))
+    assert decode_message_untrusted(wire, auth=verifier(key)) == msg
 
 
 @given(data_messages())
@@ -141,7 +156,7 @@ def test_data_header_bytes_are_as_documented() -> None:
     d4 = Datagram(("198.18.0.1", 0x1234), ("198.18.0.2", 8600), b"\xaa", 0x0102030405060708)
     wire = encode_data(Data(0x0A0B, 0x01020304, 0x1122334455667788, 5, (d4,)))
     assert wire[:DATA_HEADER_SIZE].hex() == (
-        "5643" "10" "01" "20" "00" "0a0b" "01020304" "1122334455667788"
+        "5643" "11" "01" "20" "00" "0a0b" "01020304" "1122334455667788"
         "0000000000000005" "0001" "0000"
     )  # fmt: skip
     assert wire[DATA_HEADER_SIZE:].hex() == (
@@ -210,23 +225,27 @@ def test_encoders_reject_what_cannot_be_sent(bad: Callable[[], object]) -> None:
 @given(st.binary(max_size=200), keys)
 def test_random_bytes_raise_only_bad_envelope(data: bytes, key: bytes | None) -> None:
     with contextlib.suppress(BadEnvelope):
-        decode_message_untrusted(data, key=key)
+        decode_message_untrusted(data, auth=verifier(key))
 
 
 @given(st.binary(max_size=120))
 def test_random_bodies_behind_a_valid_header_raise_only_bad_envelope(body: bytes) -> None:
     for mtype in range(7):
-        for hlen in (20, 28, 32, 36, 40):
-            head = struct.pack(">2sBBBBHIQ", b"VC", 0x10, mtype, hlen, 0, 1, 2, 3)
+        for hlen, version, flags in itertools.product(
+            (20, 28, 32, 36, 40, 44, 48), (0x10, 0x11), (0, 1, 3)
+        ):
+            head = struct.pack(">2sBBBBHIQ", b"VC", version, mtype, hlen, flags, 1, 2, 3)
             with contextlib.suppress(BadEnvelope):
                 decode_message_untrusted(head + body)
+            with contextlib.suppress(BadEnvelope):
+                decode_message_untrusted(head + body, auth=verifier(KEY))
 
 
 @given(messages, keys, st.data())
 def test_mutated_messages_raise_only_bad_envelope(
     msg: Message, key: bytes | None, data: st.DataObject
 ) -> None:
-    wire = bytearray(encode_message(msg, key=key))
+    wire = bytearray(encode_message(msg, auth=signer(key)))
     for _ in range(data.draw(st.integers(1, 4))):
         where = data.draw(st.integers(0, len(wire) - 1))
         op = data.draw(st.sampled_from(["flip", "cut", "grow", "drop"]))
@@ -241,7 +260,7 @@ def test_mutated_messages_raise_only_bad_envelope(
         if not wire:
             break
     try:
-        decoded = decode_message_untrusted(bytes(wire), key=key)
+        decoded = decode_message_untrusted(bytes(wire), auth=verifier(key))
     except BadEnvelope:
         return
     assert isinstance(decoded, Data | Heartbeat | EndOfSession | Nack | Unavailable)
@@ -249,10 +268,10 @@ def test_mutated_messages_raise_only_bad_envelope(
 
 @given(messages, keys)
 def test_every_truncation_is_rejected(msg: Message, key: bytes | None) -> None:
-    wire = encode_message(msg, key=key)
+    wire = encode_message(msg, auth=signer(key))
     for n in range(len(wire)):
         with pytest.raises(BadEnvelope):
-            decode_message_untrusted(wire[:n], key=key)
+            decode_message_untrusted(wire[:n], auth=verifier(key))
 
 
 def test_each_rejection_names_its_reason() -> None:
@@ -292,38 +311,40 @@ def test_unknown_unavailable_reason_reads_as_unspecified() -> None:
 
 @given(messages)
 def test_wrong_key_is_rejected(msg: Message) -> None:
-    assert reason_of(encode_message(msg, key=KEY), key=b"another key") == "auth"
+    assert reason_of(encode_message(msg, auth=signer(KEY)), key=b"another key") == "bad_tag"
 
 
 @given(messages)
 def test_unauthenticated_message_is_rejected_when_a_key_is_set(msg: Message) -> None:
-    assert reason_of(encode_message(msg), key=KEY) == "auth"
+    assert reason_of(encode_message(msg), key=KEY) == "no_tag"
 
 
 @given(messages, st.data())
 def test_any_tampered_byte_is_rejected(msg: Message, data: st.DataObject) -> None:
-    wire = bytearray(encode_message(msg, key=KEY))
+    wire = bytearray(encode_message(msg, auth=signer(KEY)))
     where = data.draw(st.integers(0, len(wire) - 1))
     wire[where] ^= data.draw(st.integers(1, 255))
     reason = reason_of(bytes(wire), key=KEY)
-    if where >= 5:  # past magic, version, type and length: only the tag can tell
-        assert reason in {"auth", "session"}  # a session id of 0 is caught before the tag
+    if where >= 5:  # past magic, version, type and length: only the auth checks can tell
+        # a session id of 0 is caught before them; a cleared AUTH flag is "no_tag"
+        assert reason in {"bad_tag", "unknown_key", "no_tag", "session"}
 
 
 def test_node_without_key_reads_authenticated_messages() -> None:
     msg = some_data()
-    assert decode_message_untrusted(encode_message(msg, key=KEY)) == msg
+    assert decode_message_untrusted(encode_message(msg, auth=signer(KEY))) == msg
 
 
 # ---------------------------------------------------------------- versioning
 
 
 def _newer(wire: bytes, extra: bytes, *, auth: bool) -> bytes:
-    """``wire`` as a version 1.1 sender would write it: ``extra`` header bytes appended."""
+    """``wire`` as a version 1.2 sender would write it: ``extra`` header bytes appended
+    (after the auth block, which stays where 1.1 puts it)."""
     if auth:
         wire = wire[:-AUTH_TAG_SIZE]
     hlen = wire[4]
-    head = wire[:2] + b"\x11" + wire[3:4] + bytes([hlen + len(extra)]) + wire[5:hlen]
+    head = wire[:2] + b"\x12" + wire[3:4] + bytes([hlen + len(extra)]) + wire[5:hlen]
     newer = head + extra + wire[hlen:]
     return reseal(newer) if auth else newer
 
@@ -333,8 +354,8 @@ def test_newer_minor_version_with_longer_header_is_decoded(
     msg: Message, extra: bytes, auth: bool
 ) -> None:
     key = KEY if auth else None
-    wire = _newer(encode_message(msg, key=key), extra, auth=auth)
-    assert decode_message_untrusted(wire, key=key) == msg
+    wire = _newer(encode_message(msg, auth=signer(key)), extra, auth=auth)
+    assert decode_message_untrusted(wire, auth=verifier(key)) == msg
 
 
 def test_header_length_is_checked_against_the_type() -> None:
@@ -349,9 +370,11 @@ def test_max_payload_fills_the_mtu_exactly() -> None:
     assert envelope_budget(1500) == 1472
     assert envelope_budget(1500, lan_ipv6=True) == 1452
     assert max_payload(1500) == 1472 - 32 - 24 == 1416
-    assert max_payload(1500, addr_v6=True, auth=True) == 1472 - 32 - 48 - 16
+    assert max_payload(1500, addr_v6=True, auth=True) == 1472 - 32 - 48 - 12 - 16
     d = Datagram(("198.18.0.1", 1), ("198.18.0.2", 2), bytes(max_payload(1500)), 0)
     assert len(encode_data(Data(1, 1, 1, 1, (d,)))) == envelope_budget(1500)
+    d = Datagram(("198.18.0.1", 1), ("198.18.0.2", 2), bytes(max_payload(1500, auth=True)), 0)
+    assert len(encode_data(Data(1, 1, 1, 1, (d,)), auth=signer(KEY))) == envelope_budget(1500)
 
 
 @given(st.lists(st.integers(1, 3000), max_size=60), st.integers(200, 9000), st.booleans())
@@ -359,7 +382,7 @@ def test_plan_batches_keeps_order_and_the_budget(sizes: list[int], budget: int, 
     counts = plan_batches(sizes, budget, auth=auth)
     assert sum(counts) == len(sizes)
     assert all(c >= 1 for c in counts)
-    room = budget - DATA_HEADER_SIZE - (AUTH_TAG_SIZE if auth else 0)
+    room = budget - DATA_HEADER_SIZE - (AUTH_OVERHEAD if auth else 0)
     start = 0
     for c in counts:
         batch = sizes[start : start + c]

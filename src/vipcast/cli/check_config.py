@@ -58,19 +58,20 @@ def warnings(cfg: Config) -> list[str]:
         )
     if cfg.feeds and not _envelopes_keyed(cfg):
         found.append(
-            "envelopes are unauthenticated: any LAN host can inject datagrams (set cluster.key)"
+            "envelopes are unauthenticated: any LAN host can inject datagrams "
+            "(set [cluster.auth] keys)"
         )
     found += [f"key file {p} is readable by others (chmod 600 {p})" for p in _open_key_files(cfg)]
     return found
 
 
 def _envelopes_keyed(cfg: Config) -> bool:
-    return cfg.cluster.key is not None or getattr(cfg.cluster, "auth", None) is not None
+    return cfg.cluster.auth is not None
 
 
 def _open_key_files(cfg: Config) -> list[Path]:
-    a = cfg.election.auth
-    paths = {k.path for k in a.keys if k.path is not None} if a else set()
+    rings = [a.keys for a in (cfg.election.auth, cfg.cluster.auth) if a is not None]
+    paths = {k.path for ring in rings for k in ring if k.path is not None}
     return sorted(p for p in paths if keys.readable_by_others(p))
 
 

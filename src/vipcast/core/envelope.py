@@ -9,11 +9,17 @@ The hot path of a relay does not build :class:`Data` records: it turns each
 datagram into record bytes once with :class:`RecordEncoder` (those bytes are also
 what the retransmission buffer keeps), then frames a batch of records with
 :class:`DataFramer`, which holds the header bytes precomputed.
+
+With a cluster key, a :class:`Signer` (the active key id and the sender's counter)
+seals what is sent and a :class:`Verifier` (the configured keys, and the replay
+state of ``core/replay.py``) checks what is received. Time is passed in (``now``:
+Unix time in ns), as everywhere in the cores.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import hmac
 import ipaddress
 import struct
@@ -21,17 +27,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
 
+from vipcast.core.replay import ReplayGuard
+
 MAGIC: Final = b"VC"
 VERSION_MAJOR: Final = 1
-VERSION_MINOR: Final = 0
+VERSION_MINOR: Final = 1  # 1.1: the auth block (key id, counter) in authenticated headers
 VERSION: Final = VERSION_MAJOR << 4 | VERSION_MINOR
 
-FLAG_AUTH: Final = 0x01  # a 16-byte HMAC-SHA256 tag ends the message
+FLAG_AUTH: Final = 0x01  # an auth block ends the header, a 16-byte HMAC-SHA256 tag the message
 FLAG_RETRANSMISSION: Final = 0x02  # DATA resent in answer to a NACK, unicast
 FLAG_CLOSING: Final = 0x04  # HEARTBEAT: a planned handover has begun, END_OF_SESSION follows
 
 U64_MAX: Final = (1 << 64) - 1
 AUTH_TAG_SIZE: Final = 16
+AUTH_BLOCK_SIZE: Final = 12
+AUTH_OVERHEAD: Final = AUTH_BLOCK_SIZE + AUTH_TAG_SIZE
 MAX_UDP_PAYLOAD_V4: Final = 65507  # 65535 - 20 (IPv4) - 8 (UDP)
 MAX_UDP_PAYLOAD_V6: Final = 65527  # 65535 - 8 (UDP); the IPv6 header is not counted
 _IP_UDP_OVERHEAD: Final = {False: 20 + 8, True: 40 + 8}
@@ -66,7 +76,7 @@ class BadEnvelope(ValueError):  # noqa: N818 (trio's BadPacket naming)
 
 # Common header, 20 bytes, big-endian, at offset 0 of every message:
 #   0  2  magic          b"VC"
-#   2  1  version        major << 4 | minor (this is 0x10)
+#   2  1  version        major << 4 | minor (this is 0x11)
 #   3  1  type           MessageType
 #   4  1  header length  bytes from offset 0 to the first byte after the header
 #   5  1  flags          FLAG_AUTH | FLAG_RETRANSMISSION | FLAG_CLOSING; others 0, ignored
@@ -77,7 +87,11 @@ _COMMON = struct.Struct(">2sBBBBHIQ")
 COMMON_HEADER_SIZE: Final = _COMMON.size
 
 # Type-specific fixed fields, at offset 20; a newer minor version may append more
-# before ``header length``, which older decoders skip.
+# before ``header length``, which older decoders skip. With FLAG_AUTH (version 1.1
+# and later) the 1.0 fixed fields are followed by the auth block, in every type:
+#   +0 1 key id (1..255) | +1 3 reserved | +4 8 counter (the sender's, see Signer)
+# and fields later minors append come after it. The tag (HMAC-SHA256 with the key
+# named, over every byte before it, first 16 bytes) ends the message.
 # DATA, header 32:        20 8 first sequence number | 28 2 count (1..65535) | 30 2 reserved
 _DATA_FIXED = struct.Struct(">QH2x")
 # HEARTBEAT, header 28:   20 8 last sequence number sent in the session (0: none yet)
@@ -89,6 +103,7 @@ _NACK_FIXED = struct.Struct(">QI")
 # UNAVAILABLE, 36:        20 8 first | 28 4 count (>= 1) | 32 1 reason | 33 3 reserved
 _UNAVAILABLE_FIXED = struct.Struct(">QIB3x")
 
+_AUTH_BLOCK = struct.Struct(">B3xQ")
 DATA_HEADER_SIZE: Final = COMMON_HEADER_SIZE + _DATA_FIXED.size
 
 # DATA record, one per datagram, after the header (offsets within the record):
@@ -266,15 +281,80 @@ def _common(mtype: MessageType, hlen: int, flags: int, origin: _Origin) -> bytes
         raise ValueError(f"header field out of range: {exc}") from exc
 
 
-def _seal(message: bytes, key: bytes | None) -> bytes:
-    """Append the authentication tag when a key is given (the AUTH flag is already set)."""
-    if key is None:
-        return message
-    return message + hmac.digest(key, message, "sha256")[:AUTH_TAG_SIZE]
+class Signer:
+    """The sending side of the cluster key: the active key and this sender's counter.
+
+    The counter is the sender's Unix time in ns (``now``), or one more than the last
+    one when the clock has not moved on, so it grows across restarts of the sender
+    without state on disk (unless the clock is stepped back by more than the run
+    before the restart lasted). One signer per sending process: its relays and its
+    NACKs draw from the same counter. ``window_ns`` (time mode) restarts the counter
+    from the clock when it has run that far ahead of it (a clock stepped back
+    meanwhile), as receivers would refuse it as stale.
+    """
+
+    __slots__ = ("_mac", "counter", "key_id", "window_ns")
+
+    def __init__(self, key_id: int, secret: bytes, *, window_ns: int = 0, counter: int = 0) -> None:
+        self.counter = counter
+        self.rotate(key_id, secret, window_ns=window_ns)
+
+    def rotate(self, key_id: int, secret: bytes, *, window_ns: int = 0) -> None:
+        """Sign with another key from now on; the counter goes on."""
+        if not 1 <= key_id <= 255:
+            raise ValueError(f"key id {key_id} not in 1..255")
+        self.key_id, self._mac, self.window_ns = key_id, _mac(secret), window_ns
+
+    def next_counter(self, now: int) -> int:
+        last = self.counter
+        counter = (
+            now if now > last or (self.window_ns and last - now > self.window_ns) else last + 1
+        )
+        self.counter = counter & U64_MAX
+        return self.counter
+
+    def block(self, now: int) -> bytes:
+        """The auth block of the next message: key id, reserved, counter."""
+        return _AUTH_BLOCK.pack(self.key_id, self.next_counter(now))
+
+    def tag(self, message: bytes) -> bytes:
+        """The tag that follows ``message`` (which ends with its records or fixed fields)."""
+        mac = self._mac.copy()
+        mac.update(message)
+        return mac.digest()[:AUTH_TAG_SIZE]
 
 
-def _auth_flag(key: bytes | None) -> int:
-    return 0 if key is None else FLAG_AUTH
+def _mac(secret: bytes) -> hmac.HMAC:
+    """HMAC-SHA256 keyed with ``secret``, to copy per message (cheaper than keying anew)."""
+    return hmac.new(secret, digestmod=hashlib.sha256)
+
+
+class Verifier:
+    """The receiving side: the keys this node accepts, by id, and the senders' replay state.
+
+    One verifier per kind of traffic a socket takes (the receiver's envelopes, the
+    relay's NACKs): each sees its own part of a sender's counters. ``own``: this
+    node's id, when its own envelopes never reach this socket over the network (the
+    receiver takes them in-process): one that does is a replay.
+    """
+
+    __slots__ = ("macs", "own", "replay")
+
+    def __init__(
+        self, keys: dict[int, bytes], *, window_ns: int = 0, own: int | None = None
+    ) -> None:
+        self.macs = {key_id: _mac(secret) for key_id, secret in keys.items()}
+        self.replay = ReplayGuard(window_ns)
+        self.own = own
+
+    def set_keys(self, keys: dict[int, bytes], *, window_ns: int = 0) -> None:
+        """Accept these keys from now on (a reload); the replay state is kept."""
+        self.macs = {key_id: _mac(secret) for key_id, secret in keys.items()}
+        self.replay.window_ns = window_ns
+
+
+def _auth_flag(auth: Signer | None) -> int:
+    return 0 if auth is None else FLAG_AUTH
 
 
 def _check_range(first: int, count: int, max_count: int) -> None:
@@ -338,33 +418,49 @@ class RecordEncoder:
 
 
 class DataFramer:
-    """Frames batches of records as DATA envelopes for one (feed, node, session)."""
+    """Frames batches of records as DATA envelopes for one (feed, node, session).
 
-    __slots__ = ("_key", "_prefix", "feed", "node", "session")
+    With a :class:`Signer` (shared: a key rotation reaches every framer at once) each
+    envelope gets the auth block after its fixed fields and the tag at its end.
+    """
 
-    def __init__(self, feed: int, node: int, session: int, *, key: bytes | None = None) -> None:
-        self.feed, self.node, self.session, self._key = feed, node, session, key
-        flags = _auth_flag(key)
+    __slots__ = ("_auth", "_prefix", "feed", "node", "session")
+
+    def __init__(self, feed: int, node: int, session: int, *, auth: Signer | None = None) -> None:
+        self.feed, self.node, self.session, self._auth = feed, node, session, auth
+        flags = _auth_flag(auth)
+        hlen = DATA_HEADER_SIZE + (0 if auth is None else AUTH_BLOCK_SIZE)
         self._prefix = {
-            False: _common(MessageType.DATA, DATA_HEADER_SIZE, flags, self),
-            True: _common(MessageType.DATA, DATA_HEADER_SIZE, flags | FLAG_RETRANSMISSION, self),
+            False: _common(MessageType.DATA, hlen, flags, self),
+            True: _common(MessageType.DATA, hlen, flags | FLAG_RETRANSMISSION, self),
         }
 
     def frame(
-        self, first_seq: int, records: Sequence[bytes], *, retransmission: bool = False
+        self,
+        first_seq: int,
+        records: Sequence[bytes],
+        *,
+        retransmission: bool = False,
+        now: int = 0,
     ) -> bytes:
-        """One DATA envelope carrying ``records`` numbered from ``first_seq``."""
+        """One DATA envelope carrying ``records`` numbered from ``first_seq``.
+
+        ``now`` (Unix ns) feeds the signer's counter; unused without a key.
+        """
         _check_range(first_seq, len(records), 0xFFFF)
         fixed = _DATA_FIXED.pack(first_seq, len(records))
-        message = b"".join((self._prefix[retransmission], fixed, *records))
-        return _seal(message, self._key)
+        auth = self._auth
+        if auth is None:
+            return b"".join((self._prefix[retransmission], fixed, *records))
+        message = b"".join((self._prefix[retransmission], fixed, auth.block(now), *records))
+        return message + auth.tag(message)
 
 
-def encode_data(msg: Data, *, key: bytes | None = None) -> bytes:
+def encode_data(msg: Data, *, auth: Signer | None = None, now: int = 0) -> bytes:
     """Encode a DATA message (the convenient, slower path; see :class:`DataFramer`)."""
-    framer = DataFramer(msg.feed, msg.node, msg.session, key=key)
+    framer = DataFramer(msg.feed, msg.node, msg.session, auth=auth)
     records = [encode_record(d) for d in msg.datagrams]
-    return framer.frame(msg.first_seq, records, retransmission=msg.retransmission)
+    return framer.frame(msg.first_seq, records, retransmission=msg.retransmission, now=now)
 
 
 def _encode_control(
@@ -372,57 +468,62 @@ def _encode_control(
     layout: struct.Struct,
     msg: _Origin,
     values: tuple[int, ...],
-    key: bytes | None,
+    auth: Signer | None,
+    now: int,
     flags: int = 0,
 ) -> bytes:
-    """A message made of the common header and fixed fields only."""
-    head = _common(mtype, COMMON_HEADER_SIZE + layout.size, _auth_flag(key) | flags, msg)
+    """A message made of the common header and fixed fields only (and the auth block)."""
+    hlen = COMMON_HEADER_SIZE + layout.size + (0 if auth is None else AUTH_BLOCK_SIZE)
+    head = _common(mtype, hlen, _auth_flag(auth) | flags, msg)
     try:
         fixed = layout.pack(*values)
     except struct.error as exc:
         raise ValueError(f"field out of range: {exc}") from exc
-    return _seal(head + fixed, key)
+    if auth is None:
+        return head + fixed
+    message = head + fixed + auth.block(now)
+    return message + auth.tag(message)
 
 
-def encode_heartbeat(msg: Heartbeat, *, key: bytes | None = None) -> bytes:
+def encode_heartbeat(msg: Heartbeat, *, auth: Signer | None = None, now: int = 0) -> bytes:
     """Encode a HEARTBEAT message."""
     flags = FLAG_CLOSING if msg.closing else 0
     return _encode_control(
-        MessageType.HEARTBEAT, _HEARTBEAT_FIXED, msg, (msg.last_seq,), key, flags
+        MessageType.HEARTBEAT, _HEARTBEAT_FIXED, msg, (msg.last_seq,), auth, now, flags
     )
 
 
-def encode_end_of_session(msg: EndOfSession, *, key: bytes | None = None) -> bytes:
+def encode_end_of_session(msg: EndOfSession, *, auth: Signer | None = None, now: int = 0) -> bytes:
     """Encode an END_OF_SESSION message."""
     values = (msg.last_seq, msg.next_session)
-    return _encode_control(MessageType.END_OF_SESSION, _END_FIXED, msg, values, key)
+    return _encode_control(MessageType.END_OF_SESSION, _END_FIXED, msg, values, auth, now)
 
 
-def encode_nack(msg: Nack, *, key: bytes | None = None) -> bytes:
+def encode_nack(msg: Nack, *, auth: Signer | None = None, now: int = 0) -> bytes:
     """Encode a NACK (retransmission request)."""
     _check_range(msg.first_seq, msg.count, 0xFFFFFFFF)
     values = (msg.first_seq, msg.count)
-    return _encode_control(MessageType.NACK, _NACK_FIXED, msg, values, key)
+    return _encode_control(MessageType.NACK, _NACK_FIXED, msg, values, auth, now)
 
 
-def encode_unavailable(msg: Unavailable, *, key: bytes | None = None) -> bytes:
+def encode_unavailable(msg: Unavailable, *, auth: Signer | None = None, now: int = 0) -> bytes:
     """Encode an UNAVAILABLE answer."""
     _check_range(msg.first_seq, msg.count, 0xFFFFFFFF)
     values = (msg.first_seq, msg.count, int(msg.reason))
-    return _encode_control(MessageType.UNAVAILABLE, _UNAVAILABLE_FIXED, msg, values, key)
+    return _encode_control(MessageType.UNAVAILABLE, _UNAVAILABLE_FIXED, msg, values, auth, now)
 
 
-def encode_message(msg: Message, *, key: bytes | None = None) -> bytes:
-    """Encode any message."""
+def encode_message(msg: Message, *, auth: Signer | None = None, now: int = 0) -> bytes:
+    """Encode any message (``now``, Unix ns, feeds the signer's counter)."""
     if isinstance(msg, Data):
-        return encode_data(msg, key=key)
+        return encode_data(msg, auth=auth, now=now)
     if isinstance(msg, Heartbeat):
-        return encode_heartbeat(msg, key=key)
+        return encode_heartbeat(msg, auth=auth, now=now)
     if isinstance(msg, EndOfSession):
-        return encode_end_of_session(msg, key=key)
+        return encode_end_of_session(msg, auth=auth, now=now)
     if isinstance(msg, Nack):
-        return encode_nack(msg, key=key)
-    return encode_unavailable(msg, key=key)
+        return encode_nack(msg, auth=auth, now=now)
+    return encode_unavailable(msg, auth=auth, now=now)
 
 
 # ---------------------------------------------------------------- decoding
@@ -436,20 +537,29 @@ class _Header(NamedTuple):
     node: int
     session: int
     end: int  # offset of the authentication tag, or the length of the message
+    auth_at: int  # offset of the auth block; 0: none (no AUTH flag, or a 1.0 sender)
 
 
 def decode_message_untrusted(
-    data: bytes | bytearray | memoryview, *, key: bytes | None = None
+    data: bytes | bytearray | memoryview, *, auth: Verifier | None = None, now: int = 0
 ) -> Message:
     """Decode one envelope from the network; raises only :class:`BadEnvelope`.
 
-    With a ``key``, the message must carry a valid tag. Without one, a tag is
-    skipped unchecked (this node does not authenticate).
+    With a :class:`Verifier` (this node has cluster keys) the message must carry an
+    auth block naming a configured key, a valid tag, and a counter that is fresh
+    (``now``: this node's Unix time in ns) and not seen before from its sender;
+    only a message that passes every check, and decodes, is recorded as seen.
+    Without one, the auth block and tag are skipped unchecked (this node does not
+    authenticate).
     """
     raw = bytes(data)
     head = _decode_header(raw)
-    _authenticate(raw, head, key)
-    return _DECODERS[head.mtype](raw, head)
+    if auth is None:
+        return _DECODERS[head.mtype](raw, head)
+    counter = _authenticate(raw, head, auth, now)
+    msg = _DECODERS[head.mtype](raw, head)
+    auth.replay.record(head.node, counter, now)
+    return msg
 
 
 def _decode_header(raw: bytes) -> _Header:
@@ -463,25 +573,44 @@ def _decode_header(raw: bytes) -> _Header:
         raise BadEnvelope("version", f"0x{version:02x}")
     if mtype not in _FIXED_SIZE:
         raise BadEnvelope("type", str(mtype))
-    if hlen < _FIXED_SIZE[mtype]:
+    fixed = _FIXED_SIZE[mtype]
+    auth_at = fixed if flags & FLAG_AUTH and version & 0x0F >= 1 else 0
+    if hlen < fixed + (AUTH_BLOCK_SIZE if auth_at else 0):
         raise BadEnvelope("length", f"header length {hlen}")
     end = len(raw) - (AUTH_TAG_SIZE if flags & FLAG_AUTH else 0)
     if end < hlen:
         raise BadEnvelope("truncated", f"{len(raw)} bytes, header length {hlen}")
     if session == 0:
         raise BadEnvelope("session", "0")
-    return _Header(mtype, hlen, flags, feed, node, session, end)
+    return _Header(mtype, hlen, flags, feed, node, session, end, auth_at)
 
 
-def _authenticate(raw: bytes, head: _Header, key: bytes | None) -> None:
-    """Check the tag when this node has a key."""
-    if key is None:
-        return
+def _authenticate(raw: bytes, head: _Header, auth: Verifier, now: int) -> int:
+    """Check the auth block and the tag; the message's counter (not yet recorded)."""
     if not head.flags & FLAG_AUTH:
-        raise BadEnvelope("auth", "no tag")
-    expected = hmac.digest(key, raw[: head.end], "sha256")[:AUTH_TAG_SIZE]
-    if not hmac.compare_digest(expected, raw[head.end :]):
-        raise BadEnvelope("auth", "tag mismatch")
+        raise BadEnvelope("no_tag", "no tag")
+    if not head.auth_at:
+        raise BadEnvelope(
+            "no_tag", "a version 1.0 tag, without key id or counter: upgrade the sender"
+        )
+    key_id, counter = _AUTH_BLOCK.unpack_from(raw, head.auth_at)
+    counter = int(counter)
+    replay = auth.replay
+    if not replay.fresh(counter, now):  # before the HMAC: it only rejects, never trusts
+        skew = (counter - now) / 1e9
+        raise BadEnvelope("stale", f"counter {skew:+.3f} s from this node's clock (NTP?)")
+    keyed = auth.macs.get(key_id)
+    if keyed is None:
+        raise BadEnvelope("unknown_key", f"key id {key_id}")
+    mac = keyed.copy()
+    mac.update(memoryview(raw)[: head.end])
+    if not hmac.compare_digest(mac.digest()[:AUTH_TAG_SIZE], raw[head.end :]):
+        raise BadEnvelope("bad_tag", f"tag does not match key {key_id}")
+    if head.node == auth.own:
+        raise BadEnvelope("replay", f"node {head.node} is this node: its envelopes stay local")
+    if not replay.new(head.node, counter, now):
+        raise BadEnvelope("replay", f"node {head.node} counter {counter} already taken or too old")
+    return counter
 
 
 def _untrusted_range(first: int, count: int) -> None:
@@ -595,7 +724,7 @@ def max_payload(
     fragments, up to :func:`max_relayable_payload`.
     """
     record = RECORD_HEADER_V6 if addr_v6 else RECORD_HEADER_V4
-    overhead = DATA_HEADER_SIZE + record + (AUTH_TAG_SIZE if auth else 0)
+    overhead = DATA_HEADER_SIZE + record + (AUTH_OVERHEAD if auth else 0)
     return envelope_budget(mtu, lan_ipv6=lan_ipv6) - overhead
 
 
@@ -615,7 +744,7 @@ def plan_batches(sizes: Sequence[int], budget: int, *, auth: bool = False) -> li
     Returns the number of records in each envelope. A record too big for any
     envelope travels alone (the kernel fragments it).
     """
-    room = budget - DATA_HEADER_SIZE - (AUTH_TAG_SIZE if auth else 0)
+    room = budget - DATA_HEADER_SIZE - (AUTH_OVERHEAD if auth else 0)
     counts: list[int] = []
     used = count = 0
     for size in sizes:

@@ -166,15 +166,26 @@ class Node:
         self._apply_reload(new)
 
     def _apply_reload(self, new: Config) -> None:
-        """Apply what can change live (the priority, ``[election.auth]``); name the rest."""
+        """Apply what can change live (the priority, ``[election.auth]``, cluster keys).
+
+        What cannot change live is named in a warning (turning cluster keys on or off).
+        """
         old = self.cfg
         e = old.election
-        kept = replace(new, election=replace(new.election, priority=e.priority, auth=e.auth))
+        keys_live = (old.cluster.auth is None) == (new.cluster.auth is None)  # not on/off
+        kept = replace(
+            new,
+            election=replace(new.election, priority=e.priority, auth=e.auth),
+            cluster=replace(new.cluster, auth=old.cluster.auth) if keys_live else new.cluster,
+        )
         if kept != old:
             changed = [f for f in old.__dataclass_fields__ if getattr(old, f) != getattr(kept, f)]
             log.warning("reload: %s changed; restart vipcast to apply", ", ".join(changed))
         live = replace(e, priority=new.election.priority, auth=new.election.auth)
-        self.cfg = replace(old, election=live)
+        cluster = replace(old.cluster, auth=new.cluster.auth) if keys_live else old.cluster
+        self.cfg = replace(old, election=live, cluster=cluster)
+        if self.dataplane is not None:
+            self.dataplane.reload()  # it reads the file again and swaps its keys
         self.election.cfg = self.cfg
         if new.election.auth != old.election.auth:
             self.election.reconfigure_auth(self.cfg)
@@ -210,6 +221,8 @@ class Node:
         for key, name in (("rejected", "rejected_envelopes"), ("rejected_nacks", "rejected_nacks")):
             if stats.get(key):
                 feeds[name] = stats[key]
+        if stats.get("auth"):
+            feeds["cluster_auth"] = stats["auth"]  # key ids and modes, as the data plane uses them
         return feeds
 
     async def _hand_over_before_stopping(self) -> None:

@@ -87,6 +87,14 @@ class DataplaneClient:
         self.leader = address
         self._send({"op": "leader", "address": address})
 
+    def reload(self) -> None:
+        """The config was reloaded: the data plane reads it again and applies new cluster keys.
+
+        The message carries nothing secret; the data plane reads the file (and the key
+        files) itself.
+        """
+        self._send({"op": "reload"})
+
     def closing(self) -> None:
         """A planned handover begins: receivers are told to wait for the end of session."""
         self._send({"op": "closing"})

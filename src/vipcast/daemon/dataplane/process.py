@@ -15,6 +15,8 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from vipcast import config
@@ -24,6 +26,7 @@ from vipcast.core import timing
 from vipcast.core.relay_session import DrainWatch, end_times
 from vipcast.daemon import guard, scheduling
 from vipcast.daemon.dataplane.deliver import Delivery
+from vipcast.daemon.dataplane.keyring import Keyring
 from vipcast.daemon.dataplane.loop import Loop, Timer
 from vipcast.daemon.dataplane.outbound import Outbound
 from vipcast.daemon.dataplane.receiver import ClusterReceiver, relay_host
@@ -38,21 +41,39 @@ STATS_INTERVAL = 0.5
 
 
 class Dataplane:
-    def __init__(self, cfg: Config, control: socket.socket, node_id: int, source: str) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        control: socket.socket,
+        node_id: int,
+        source: str,
+        config_path: Path | None = None,
+    ) -> None:
         self.cfg, self.control, self.node_id, self.source = cfg, control, node_id, source
+        self.config_path = config_path  # read again on "reload"
+        self.keys = Keyring(cfg.cluster.auth, node_id)
         self.loop = Loop()
         vip = str(cfg.vip.addresses[0].ip)
         self.stats = {f.feed_id: FeedStats() for f in cfg.feeds}
         self.fanout = Fanout(cfg.cluster, cfg.node.interface, source)
         self.relays = {
-            f.feed_id: FeedRelay(f, vip, cfg.cluster, node_id, self.fanout, self.stats[f.feed_id])
+            f.feed_id: FeedRelay(
+                f, vip, cfg.cluster, node_id, self.fanout, self.stats[f.feed_id], self.keys.signer
+            )
             for f in cfg.feeds
         }
         self.deliveries = {
             f.feed_id: Delivery(f, self.stats[f.feed_id], node_id) for f in cfg.feeds
         }
         self.receiver = ClusterReceiver(
-            cfg.cluster, cfg.node.interface, self.deliveries, self.stats, self.emit, node_id
+            cfg.cluster,
+            cfg.node.interface,
+            self.deliveries,
+            self.stats,
+            self.emit,
+            node_id,
+            self.keys.signer,
+            self.keys.envelopes,
         )
         self.receiver_endpoints = {(relay_host(h), p) for h, p in cfg.cluster.receivers}
         self.rejected_nacks: dict[str, int] = {}
@@ -128,7 +149,7 @@ class Dataplane:
             self._refuse_nack("foreign", peer, "not a cluster member's receiver address")
             return
         try:
-            msg = env.decode_message_untrusted(data, key=self.cfg.cluster.key)
+            msg = env.decode_message_untrusted(data, auth=self.keys.nacks, now=time.time_ns())
         except env.BadEnvelope as e:
             self._refuse_nack(e.reason, peer, str(e))
             return
@@ -168,7 +189,7 @@ class Dataplane:
         else:
             for relay in self.relays.values():
                 relay.on_readable()  # whatever is still queued goes out first
-            ends = [e for r in self.relays.values() if (e := r.stop()) is not None]
+            ends = [(r, e) for r in self.relays.values() if (e := r.stop()) is not None]
             if ends:
                 self._send_repeated(ends)
             self.emit("relay", "relaying stopped (end of session sent)")
@@ -182,11 +203,15 @@ class Dataplane:
         self.receiver.set_leader(address)
         self._rearm_sequencer()
 
-    def _send_repeated(self, envelopes: list[bytes]) -> None:
-        """Control envelopes that close or end sessions go out now and a few times more."""
+    def _send_repeated(self, messages: Sequence[tuple[FeedRelay, env.Message]]) -> None:
+        """Control messages that close or end sessions go out now and a few times more.
+
+        Each copy is sealed anew: with cluster keys, a copy of the same bytes would be
+        refused as a replay.
+        """
 
         def again() -> None:
-            self.fanout.send(envelopes)
+            self.fanout.send([relay.seal(msg) for relay, msg in messages])
 
         now = time.monotonic_ns()
         for at in end_times(now):
@@ -224,12 +249,33 @@ class Dataplane:
         elif msg.get("op") == "drain":
             self.drain()
         elif msg.get("op") == "closing":
-            beats = [b for r in self.relays.values() if (b := r.closing_heartbeat()) is not None]
+            beats = [(r, b) for r in self.relays.values() if (b := r.closing_heartbeat())]
             if beats:
                 self._send_repeated(beats)
+        elif msg.get("op") == "reload":
+            self.reload()
         elif msg.get("op") == "stop":
             self.set_master(False)
             self.loop.stop()
+
+    def reload(self) -> None:
+        """Read the config file again and apply what can change live: the cluster keys."""
+        if self.config_path is None:
+            return
+        try:
+            new = config.load(self.config_path)
+        except config.ConfigError as e:
+            log.error("reload refused, keeping the running keys: %s", e)
+            return
+        old = self.cfg.cluster
+        problem = self.keys.reload(new.cluster.auth)
+        if problem is None:
+            self.cfg = replace(self.cfg, cluster=replace(old, auth=new.cluster.auth))
+        if problem or replace(new.cluster, auth=old.auth) != old:
+            log.warning(
+                "reload: %s; restart vipcast to apply", problem or "cluster settings changed"
+            )
+        self.emit("reloaded", "data plane reloaded", keys=self.keys.status())
 
     def emit(self, kind: str, message: str, **data: Any) -> None:
         self._send({"op": "event", "kind": kind, "message": message, "data": data})
@@ -247,6 +293,7 @@ class Dataplane:
                 "rejected_nacks": dict(self.rejected_nacks),
                 "delivering": {f.name: self.receiver.session_of(f.feed_id) for f in self.cfg.feeds},
                 "leader": self.receiver.leader,
+                "auth": self.keys.status(),
             }
         )
 
@@ -288,5 +335,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     control.setblocking(False)
     cfg = config.load(args.config)
     guard.release_on_parent_death(cfg.node.interface, cfg.vip.addresses)
-    Dataplane(cfg, control, args.node_id, args.source).run()
+    Dataplane(cfg, control, args.node_id, args.source, Path(args.config)).run()
     return 0

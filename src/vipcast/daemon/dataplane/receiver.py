@@ -1,9 +1,11 @@
 """The receiver, on every node: envelopes in, the original datagrams out, in order.
 
-Envelopes are accepted only from cluster members (and, with a key, only when
-their HMAC verifies); the sequencer follows the relay of the node the election
-sees as master (:meth:`ClusterReceiver.set_leader`), puts its datagrams in order,
-asks the relay for what is missing and reports what cannot be had.
+Envelopes are accepted only from cluster members (and, with cluster keys, only
+when they name a configured key, their HMAC verifies and their counter is new:
+``core/replay.py``), all before the sequencer sees them. The sequencer follows
+the relay of the node the election sees as master
+(:meth:`ClusterReceiver.set_leader`), puts its datagrams in order, asks the relay
+for what is missing and reports what cannot be had.
 """
 
 from __future__ import annotations
@@ -48,10 +50,12 @@ class ClusterReceiver:
         stats: dict[int, FeedStats],
         emit: EventSink,
         node_id: int = 0,
+        signer: env.Signer | None = None,
+        verifier: env.Verifier | None = None,
     ) -> None:
         self.cluster, self.deliveries, self.stats, self.emit = cluster, deliveries, stats, emit
         self.node_id = node_id  # named in our NACKs
-        self.key = cluster.key
+        self.signer, self.verifier = signer, verifier  # both or neither: cluster keys
         self.sock = self._open(cluster, interface)
         self.receiver = make_receiver(self.sock, batch=128)
         self.nack_sender = make_sender(self.sock, capacity=16, arena=1 << 16)
@@ -99,12 +103,12 @@ class ClusterReceiver:
         A batch shorter than the receiver's batch means the socket was empty: no
         further call to hear so (the loop's epoll is level-triggered).
         """
-        now = time.monotonic_ns()
+        now, wall = time.monotonic_ns(), time.time_ns()
         receive, full = self.receiver.receive, self.receiver.batch
         accept, decode = self.sequencer.accept, self._decode
         while batch := receive():
             for r in batch:
-                msg = decode(bytes(r.payload), r.source)
+                msg = decode(bytes(r.payload), r.source, wall)
                 if msg is not None:
                     self._act(accept(msg, relay_host(r.source[0]), now), now)
             if len(batch) < full:
@@ -123,19 +127,25 @@ class ClusterReceiver:
         relay = relay_host(source[0])
         for item in items:
             msg = (
-                decode(item, source, local=True) if isinstance(item, bytes) else admit(item, source)
+                decode(item, source, 0, local=True)
+                if isinstance(item, bytes)
+                else admit(item, source)
             )
             if msg is not None:
                 self._act(accept(msg, relay, now), now)
         for delivery in self.deliveries.values():
             delivery.flush()
 
-    def _decode(self, data: bytes, source: Endpoint, *, local: bool = False) -> env.Message | None:
+    def _decode(
+        self, data: bytes, source: Endpoint, wall: int, *, local: bool = False
+    ) -> env.Message | None:
+        """``data`` from ``source`` at ``wall`` (Unix ns), checked; None if rejected."""
         if not self._is_member(source[0]):
             self._reject("foreign", source, "not a cluster member")
             return None
         try:
-            msg = env.decode_message_untrusted(data, key=None if local else self.key)
+            auth = None if local else self.verifier
+            msg = env.decode_message_untrusted(data, auth=auth, now=wall)
         except env.BadEnvelope as e:
             self._reject(e.reason, source, str(e))
             return None
@@ -241,7 +251,8 @@ class ClusterReceiver:
         if relay is None:
             return
         nack = env.Nack(action.feed, self.node_id, action.session, action.first, action.count)
-        self.nack_sender.send([(env.encode_nack(nack, key=self.key), relay)])
+        wire = env.encode_nack(nack, auth=self.signer, now=time.time_ns())
+        self.nack_sender.send([(wire, relay)])
 
     def _lost(self, gap: seq.GapUnrecoverable) -> None:
         last = gap.first + gap.count - 1

@@ -126,16 +126,17 @@ class FeedRelay:
         node_id: int,
         fanout: Fanout,
         stats: FeedStats,
+        auth: env.Signer | None = None,
     ) -> None:
         self.feed, self.node_id, self.fanout, self.stats = feed, node_id, fanout, stats
-        self.key = cluster.key
+        self.auth = auth  # shared by every relay and the receiver's NACKs: one counter
         self.sock = udp.udp_socket(udp.family_of(vip), rcvbuf=SOCKET_BUFFER, sndbuf=4 << 20)
         udp.bind_freebind(self.sock, vip, feed.port)
         self.receiver = make_receiver(self.sock, batch=128, bufsize=env.MAX_UDP_PAYLOAD_V4)
         self.encoder = env.RecordEncoder((vip, feed.port))
         self.destination: env.Address = (vip, feed.port)
         lan_v6 = ":" in fanout.destinations[0][0]
-        sizes = {"lan_ipv6": lan_v6, "addr_v6": ":" in vip, "auth": bool(self.key)}
+        sizes = {"lan_ipv6": lan_v6, "addr_v6": ":" in vip, "auth": auth is not None}
         self.budget = env.envelope_budget(cluster.mtu, lan_ipv6=lan_v6)
         self.max_payload = env.max_payload(cluster.mtu, **sizes)
         self.max_relayable = env.max_relayable_payload(**sizes)
@@ -161,16 +162,20 @@ class FeedRelay:
         """Become the feed's relay under a new session, numbering from 1; its id."""
         session = self.state.start(time.time_ns(), time.monotonic_ns())
         self.framer = self.served = env.DataFramer(
-            self.feed.feed_id, self.node_id, session, key=self.key
+            self.feed.feed_id, self.node_id, session, auth=self.auth
         )
         self.buffer.clear()
         return session
 
-    def stop(self, next_session: int = 0) -> bytes | None:
-        """Stop relaying; returns the END_OF_SESSION envelope to send, if active."""
+    def stop(self, next_session: int = 0) -> env.EndOfSession | None:
+        """Stop relaying; returns the END_OF_SESSION to send (:meth:`seal`), if active."""
         end = self.state.stop(time.monotonic_ns(), next_session)
         self.framer = None  # ``served`` still answers NACKs for the tail
-        return None if end is None else env.encode_end_of_session(end, key=self.key)
+        return end
+
+    def seal(self, msg: env.Message) -> bytes:
+        """``msg`` as an envelope, signed now (each copy of a repeated message anew)."""
+        return env.encode_message(msg, auth=self.auth, now=time.time_ns())
 
     # --- the hot path -----------------------------------------------------------
 
@@ -204,7 +209,7 @@ class FeedRelay:
             if local:
                 datagrams.append(new(env.Datagram, (r.source, dst, payload, ingress)))
         if records:
-            self._send(records, datagrams if local else None)
+            self._send(records, datagrams if local else None, ingress)
 
     def _fits(self, size: int) -> bool:
         if size <= self.max_payload:
@@ -227,16 +232,17 @@ class FeedRelay:
         )
         return True
 
-    def _send(self, records: list[bytes], datagrams: list[env.Datagram] | None) -> None:
+    def _send(self, records: list[bytes], datagrams: list[env.Datagram] | None, now: int) -> None:
         """Frame, buffer and send ``records``; ``datagrams`` (the same) for this node."""
         framer = self.framer
         assert framer is not None
         first = self.state.number(len(records), time.monotonic_ns())
         envelopes, seq = [], first
         messages: list[env.Message] | None = None if datagrams is None else []
-        for count in env.plan_batches([len(r) for r in records], self.budget, auth=bool(self.key)):
+        auth = self.auth is not None
+        for count in env.plan_batches([len(r) for r in records], self.budget, auth=auth):
             at = seq - first
-            envelopes.append(framer.frame(seq, records[at : at + count]))
+            envelopes.append(framer.frame(seq, records[at : at + count], now=now))
             if messages is not None and datagrams is not None:
                 chunk = tuple(datagrams[at : at + count])
                 messages.append(env.Data(framer.feed, framer.node, framer.session, seq, chunk))
@@ -253,14 +259,13 @@ class FeedRelay:
         now = time.monotonic_ns()
         beat = self.state.heartbeat(now)
         if beat is not None:
-            return env.encode_heartbeat(beat, key=self.key)
+            return self.seal(beat)
         end = self.state.end_refresh(now)
-        return None if end is None else env.encode_end_of_session(end, key=self.key)
+        return None if end is None else self.seal(end)
 
-    def closing_heartbeat(self) -> bytes | None:
-        """A HEARTBEAT flagged closing: receivers will wait for this session's end."""
-        beat = self.state.closing()
-        return None if beat is None else env.encode_heartbeat(beat, key=self.key)
+    def closing_heartbeat(self) -> env.Heartbeat | None:
+        """A HEARTBEAT flagged closing (to :meth:`seal`): receivers will wait for the end."""
+        return self.state.closing()
 
     def serve_nack(self, nack: env.Nack, peer: Endpoint) -> list[bytes]:
         """The envelopes that answer a receiver's NACK (resent DATA and UNAVAILABLE)."""
@@ -288,10 +293,11 @@ class FeedRelay:
         return replies
 
     def _resend(self, framer: env.DataFramer, first: int, records: list[bytes]) -> list[bytes]:
-        out, seq = [], first
-        for count in env.plan_batches([len(r) for r in records], self.budget, auth=bool(self.key)):
+        out, seq, now = [], first, time.time_ns()
+        sizes = [len(r) for r in records]
+        for count in env.plan_batches(sizes, self.budget, auth=self.auth is not None):
             chunk = records[seq - first : seq - first + count]
-            out.append(framer.frame(seq, chunk, retransmission=True))
+            out.append(framer.frame(seq, chunk, retransmission=True, now=now))
             seq += count
         self.stats.retransmitted += len(records)
         return out
@@ -300,7 +306,7 @@ class FeedRelay:
         self, session: int, first: int, count: int, reason: env.UnavailableReason
     ) -> bytes:
         msg = env.Unavailable(self.feed.feed_id, self.node_id, session, first, count, reason)
-        return env.encode_unavailable(msg, key=self.key)
+        return self.seal(msg)
 
     def close(self) -> None:
         self.sock.close()
