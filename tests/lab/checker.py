@@ -300,8 +300,11 @@ def known_ranges(run: Run) -> dict[int, int]:
     delivered: dict[int, tuple[int, int]] = {}  # session -> (top seq, its number)
     forged: set[int] = set()
     gap_top: dict[int, int] = {}
+    in_flight = _in_flight_at_kills(run)
     for node in run.nodes.values():
         for d in node.deliveries:
+            if (node.name, d.session, d.seq) in in_flight:
+                continue
             if d.number >= FOREIGN_NUMBER:
                 forged.add(d.session)
             elif d.seq > delivered.get(d.session, (0, 0))[0]:
@@ -319,6 +322,30 @@ def known_ranges(run: Run) -> dict[int, int]:
         room = run.sender.count - 1 - number if session in delivered else unseen
         top[session] = max(seq, min(gap_top.get(session, 0), seq + max(room, 0)))
     return {s: t for s, t in top.items() if t > 0}
+
+
+IN_FLIGHT = 0.1  # s before a SIGKILL in which a relay's own app may be alone in its batch
+
+
+def _in_flight_at_kills(run: Run) -> set[tuple[str, int, int]]:
+    """What only a killed master's own app got just before the kill: (node, session, seq).
+
+    A relay hands its node's apps a batch first, then sends it on the LAN; a SIGKILL
+    between the two leaves a batch nobody else heard of, and nobody can report it. Those
+    datagrams do not extend the known ranges the other nodes are held to.
+    """
+    seen: dict[tuple[int, int], set[str]] = {}
+    for n in run.nodes.values():
+        for d in n.deliveries:
+            seen.setdefault((d.session, d.seq), set()).add(n.name)
+    out: set[tuple[str, int, int]] = set()
+    for node in run.nodes.values():
+        for killed, _ in node.restarts:
+            for d in node.deliveries:
+                alone = seen[(d.session, d.seq)] == {node.name}
+                if alone and killed - IN_FLIGHT <= d.at <= killed:
+                    out.add((node.name, d.session, d.seq))
+    return out
 
 
 Key = tuple[int, int]  # (session, seq), ordered as time orders them (session ids grow)
