@@ -201,3 +201,25 @@ def test_a_restart_ends_the_copy_a_killed_daemon_left(site: Site, tmp_path: Path
     wait_until(lambda: not running(old), 5, what="the old copy ended")
     assert running(new)
     assert again.status()["roles"]["worker"]["running"] is True
+
+
+def test_a_master_role_is_up_within_milliseconds_of_the_vip(site: Site, tmp_path: Path) -> None:
+    marker = tmp_path / "m"
+    quick = {
+        "name": "processing",
+        "when": "master",
+        "command": ["sh", "-c", f"echo $$ > {marker}; exec sleep 60"],
+    }
+    slow = {
+        "name": "recording",
+        "when": "backup",
+        "command": ["sh", "-c", "trap '' TERM; sleep 60"],
+    }
+    slow["stop_timeout"] = 2
+    node = start_node(site, 1, extra=toml_roles(slow, quick))
+    node.wait_state("MASTER")
+    wait_until(lambda: node.status()["roles"]["processing"]["running"], 5, what="role up")
+    status = node.status()
+    lag = status["roles"]["processing"]["started_at"] - status["last_transition"]["time"]
+    print(f"master role started {lag * 1000:.1f} ms after the transition")
+    assert 0 <= lag < 0.05

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -43,18 +44,27 @@ RUN_STATE = {"MASTER": "master", "BACKUP": "backup"}
 UNIT_TRANSIENT = ("active", "activating", "reloading", "deactivating", "refreshing")
 
 
+SETPRIV = shutil.which("setpriv")  # util-linux: sets the parent-death signal, then execs
+
+
 def child_setup() -> None:
-    """In every child: normal scheduling, and SIGTERM when the daemon dies."""
+    """In a child, when the kernel cannot do it: normal scheduling, SIGTERM at our death."""
     scheduling.normal()
     procs.die_with_parent(signal.SIGTERM)
 
 
 async def spawn(argv: tuple[str, ...] | list[str], **kwargs: object) -> asyncio.subprocess.Process:
-    """A child in its own process group (session) that dies with the daemon."""
+    """A child in its own process group (session) that gets SIGTERM when the daemon dies.
+
+    Without a ``preexec_fn`` when possible (``setpriv --pdeathsig`` and the kernel's
+    scheduler reset): a child then starts in about a millisecond instead of five."""
+    wrap = [SETPRIV, "--pdeathsig", "TERM", "--"] if SETPRIV else []
+    setup = child_setup if not SETPRIV or scheduling.children_inherit_real_time() else None
     return await asyncio.create_subprocess_exec(
+        *wrap,
         *argv,
         start_new_session=True,
-        preexec_fn=child_setup,
+        preexec_fn=setup,
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -120,8 +130,8 @@ class Role:
         return self._wake.is_set()
 
     async def _run_command(self, env: dict[str, str]) -> str:
-        if self.pidfiles is not None:
-            await asyncio.to_thread(self._end_previous)
+        if self.pidfiles is not None and self.pidfiles.path(self.cfg.name).exists():
+            await asyncio.to_thread(self._end_previous)  # rare: the daemon's start ends them
         try:
             proc = await spawn(self.cfg.command, env={**os.environ, **env})
         except OSError as e:
