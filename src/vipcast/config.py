@@ -27,6 +27,8 @@ ChecksumForm = Literal["pseudo-header", "message-only"]
 DeliveryMode = Literal["payload", "envelope", "transparent"]
 GarpForm = Literal["request", "reply", "both"]
 RoleWhen = Literal["master", "backup", "always"]
+DemoteTo = Literal["backup", "fault"]
+ROLE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@-")
 
 T = TypeVar("T")
 
@@ -163,6 +165,16 @@ class TrackConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    # seconds a track or critical role that failed must stay healthy before its
+    # effect ends (doubling, up to 16x, for a cause that fails again soon after)
+    hold_time: float = 30.0
+    # a demoted node: "backup" advertises priority 1 (the master keeps the VIP when
+    # every node is demoted), "fault" enters FAULT (no master when all are demoted)
+    demote_to: DemoteTo = "backup"
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig
     election: ElectionConfig
@@ -172,6 +184,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     roles: tuple[RoleConfig, ...] = ()
     tracks: tuple[TrackConfig, ...] = ()
+    health: HealthConfig = field(default_factory=HealthConfig)
     notify: tuple[str, ...] = ()
     notify_timeout: float = 10.0
 
@@ -231,10 +244,11 @@ def parse(data: Mapping[str, Any], *, base: Path | None = None) -> Config:
         cluster=_cluster(t.table("cluster", required=False), base),
         feeds=_feeds(t.array_of_tables("feed")),
         metrics=_metrics(t.table("metrics", required=False)),
-        roles=tuple(_role(r) for r in t.array_of_tables("role")),
+        roles=_roles(t.array_of_tables("role")),
         tracks=tuple(_track(r) for r in t.array_of_tables("track")),
+        health=_health(t.table("health", required=False)),
         notify=tuple(t.get("notify", _str_list, [])),
-        notify_timeout=t.get("notify_timeout", _positive_float, 10.0),
+        notify_timeout=t.get("notify_timeout", _positive_float, Config.notify_timeout),
     )
     t.done()
     _check_cross(cfg)
@@ -401,9 +415,25 @@ def _metrics(t: _Table) -> MetricsConfig:
     return m
 
 
+def _health(t: _Table) -> HealthConfig:
+    h = HealthConfig(
+        hold_time=t.get("hold_time", _float_range(0.0, 3600.0), HealthConfig.hold_time),
+        demote_to=t.get("demote_to", _choice("backup", "fault"), HealthConfig.demote_to),
+    )
+    t.done()
+    return h
+
+
+def _role_name(v: Any, path: str) -> str:
+    name = _nonempty_str(v, path)
+    if not set(name) <= ROLE_NAME_CHARS or name.startswith("."):
+        raise ConfigError(path, "letters, digits and _.@- (it names the role's pidfile)")
+    return name
+
+
 def _role(t: _Table) -> RoleConfig:
     r = RoleConfig(
-        name=t.get("name", _nonempty_str),
+        name=t.get("name", _role_name),
         when=t.get("when", _choice("master", "backup", "always")),
         command=tuple(t.get("command", _str_list, [])),
         unit=t.get("unit", _nonempty_str, None),
@@ -414,6 +444,16 @@ def _role(t: _Table) -> RoleConfig:
     if bool(r.command) == bool(r.unit):
         raise ConfigError(t.path, "give exactly one of command or unit")
     return r
+
+
+def _roles(tables: list[_Table]) -> tuple[RoleConfig, ...]:
+    roles = [_role(t) for t in tables]
+    seen: set[str] = set()
+    for t, r in zip(tables, roles, strict=True):
+        if r.name in seen:
+            raise ConfigError(t.path_of("name"), f"duplicate role name {r.name!r}")
+        seen.add(r.name)
+    return tuple(roles)
 
 
 def _track(t: _Table) -> TrackConfig:

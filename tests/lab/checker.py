@@ -23,6 +23,15 @@ The properties (numbered as in the campaign's brief):
    not MASTER for longer than ``vip_tolerance``.
 6. Replies once outside a split: a hook (:func:`check_replies`), empty for now.
 
+Roles (issue 13), from :class:`RoleRun`, checked by :func:`check_roles`:
+
+7. At most one copy of each master role cluster-wide, outside a split (and outside
+   ``overlap`` seconds around a takeover: the old master's role stops while the new
+   one's starts, each on its own).
+8. No orphan processes: once every daemon has stopped, no role's or hook's process lives.
+9. No flapping: takeovers in the role faults' span at most one per hold time (plus the
+   first).
+
 Times are ``time.monotonic()`` seconds; texts show them relative to ``Run.t0``.
 """
 
@@ -166,6 +175,9 @@ PROPERTY_NAMES = {
     4: "agreement",
     5: "one address, one master",
     6: "replies once",
+    7: "one copy of each master role",
+    8: "no orphan processes",
+    9: "no flapping",
 }
 
 
@@ -693,3 +705,63 @@ CHECKS: tuple[Callable[[Run], list[Violation]], ...] = (
     check_vip,
     check_replies,
 )
+
+
+# ---------------------------------------------------------------- roles (7-9)
+
+
+@dataclass(frozen=True)
+class RoleSample:
+    """At ``at``: live copies of each master role, per node (their process ids)."""
+
+    at: float
+    copies: dict[str, dict[str, list[int]]]  # role -> node -> pids
+
+
+@dataclass
+class RoleRun:
+    samples: list[RoleSample]
+    splits: list[tuple[float, float]]  # two masters at once, or the nodes partitioned
+    leftovers: list[str]  # role or hook processes alive after every daemon stopped
+    takeovers: list[float]  # when the VIP changed hands
+    hold_time: float
+    span: tuple[float, float]  # the role faults' span, for property 9
+    overlap: float = 0.1  # seconds two copies may overlap at a takeover
+    t0: float = 0.0
+
+
+def check_roles(run: RoleRun) -> list[Violation]:
+    return [*check_one_copy(run), *check_no_orphans(run), *check_no_flapping(run)]
+
+
+def check_one_copy(run: RoleRun) -> list[Violation]:
+    out = []
+    excused = [(a - run.overlap, b + run.overlap) for a, b in run.splits]
+    excused += [(t - run.overlap, t + run.overlap) for t in run.takeovers]
+    for s in run.samples:
+        if any(a <= s.at <= b for a, b in excused):
+            continue
+        for role, per_node in s.copies.items():
+            count = sum(len(pids) for pids in per_node.values())
+            if count > 1:
+                where = ", ".join(f"{n}: {p}" for n, p in sorted(per_node.items()) if p)
+                text = f"{count} copies of master role {role} at +{s.at - run.t0:.2f} s ({where})"
+                out.append(Violation(7, "cluster", text, s.at))
+    return out[:EXAMPLES]
+
+
+def check_no_orphans(run: RoleRun) -> list[Violation]:
+    return [Violation(8, "cluster", f"still running after the daemons: {p}") for p in run.leftovers]
+
+
+def check_no_flapping(run: RoleRun) -> list[Violation]:
+    a, b = run.span
+    inside = [t for t in run.takeovers if a <= t <= b]
+    allowed = 1 + (b - a) / run.hold_time
+    if len(inside) <= allowed:
+        return []
+    text = (
+        f"{len(inside)} takeovers in {b - a:.1f} s with hold_time {run.hold_time:g} s "
+        f"(at most {allowed:.1f})"
+    )
+    return [Violation(9, "cluster", text, inside[-1])]

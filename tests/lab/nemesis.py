@@ -868,3 +868,165 @@ def campaign(
     done = run_schedule(c, seed, plan, seconds)
     run = c.finish()
     return run, done, checker.check(run)
+
+
+# ---------------------------------------------------------------- role faults (issue 13)
+
+
+@dataclass
+class RoleCluster:
+    """Two nodes with a critical master role, a notify hook and a weighted track, each
+    switched to failing by a flag file the faults create (``flag(i, what)``)."""
+
+    site: Site
+    nodes: dict[int, VipcastNode]
+    extra: dict[int, str]
+    hold_time: float
+    dir: Path
+    t0: float = 0.0
+    faults: list[checker.Fault] = field(default_factory=list)
+
+    def flag(self, i: int, what: str) -> Path:
+        return self.dir / f"{what}-node{i}"
+
+    def pids(self, i: int, what: str) -> list[int]:
+        path = self.dir / f"{what}-node{i}.pids"
+        return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+    def master(self) -> int | None:
+        states = {i: n.state() for i, n in self.nodes.items()}
+        return next((i for i, s in states.items() if s == "MASTER"), None)
+
+    def restart(self, i: int) -> None:
+        self.nodes[i] = start_node(self.site, i, extra=self.extra[i], **_role_spec(i, self))
+
+
+def _role_spec(i: int, c: RoleCluster) -> dict[str, Any]:
+    return {"election": {"priority": PRIORITIES[i]}, "health": {"hold_time": c.hold_time}}
+
+
+def start_role_cluster(site: Site, hold_time: float = 2.0) -> RoleCluster:
+    d = site.lab.workdir / "roles"
+    d.mkdir()
+    c = RoleCluster(site, {}, {}, hold_time, d)
+    for i in PRIORITIES:
+        crash, hang, fail = c.flag(i, "crash"), c.flag(i, "hang"), c.flag(i, "track")
+        role = (
+            f"echo $$ >> {d}/role-node{i}.pids; "
+            f"while :; do [ -e {crash} ] && exit 1; sleep 0.05; done"
+        )
+        hook = (
+            f"[ -e {hang} ] || exit 0; sleep 60 & echo $! >> {d}/hook-node{i}.pids; "
+            f"echo $$ >> {d}/hook-node{i}.pids; sleep 60"
+        )
+        c.extra[i] = (
+            f"notify = {json.dumps(['sh', '-c', hook, 'hook'])}\nnotify_timeout = 1.0\n"
+            '[[role]]\nname = "watch"\nwhen = "master"\ncritical = true\n'
+            f"command = {json.dumps(['sh', '-c', role])}\n"
+            '[[track]]\nname = "feed"\nkind = "script"\n'
+            f"target = {json.dumps(f'test ! -e {fail}')}\n"
+            "interval = 0.2\nfall = 1\nrise = 1\nweight = -100\n"
+        )
+        c.nodes[i] = start_node(site, i, extra=c.extra[i], **_role_spec(i, c))
+    c.nodes[1].wait_state("MASTER")
+    c.nodes[2].wait_state("BACKUP")
+    c.t0 = time.monotonic()
+    return c
+
+
+def _held(c: RoleCluster, name: str, flags: list[Path], seconds: float) -> None:
+    start = time.monotonic()
+    for f in flags:
+        f.touch()
+    time.sleep(seconds)  # the fault's duration
+    for f in flags:
+        f.unlink()
+    c.faults.append(checker.Fault(name, start, time.monotonic()))
+
+
+def role_crash_loop(c: RoleCluster, both: bool, seconds: float) -> str:
+    m = c.master() or 1
+    who = sorted(c.nodes) if both else [m]
+    _held(c, f"role crash loop on {who}", [c.flag(i, "crash") for i in who], seconds)
+    return f"role crash loop on node(s) {who} for {seconds:g} s"
+
+
+def hook_hangs_and_forks(c: RoleCluster, seconds: float) -> str:
+    """Hooks that hang and fork, through a handover (two transitions per node)."""
+    start = time.monotonic()
+    for i in c.nodes:
+        c.flag(i, "hang").touch()
+    m = c.master() or 1
+    with contextlib.suppress(OSError, RuntimeError):
+        control.request(c.nodes[m].socket, "handover", timeout=10, wait=5)
+    time.sleep(seconds)  # the hooks hang this long (their timeout is 1 s)
+    for i in c.nodes:
+        c.flag(i, "hang").unlink()
+    c.faults.append(checker.Fault("hooks hang and fork", start, time.monotonic()))
+    return f"hooks hang and fork across a handover, {seconds:g} s"
+
+
+def sighup_during_failing_track(c: RoleCluster, seconds: float) -> str:
+    m = c.master() or 1
+    start = time.monotonic()
+    c.flag(m, "track").touch()
+    wait_until(lambda: c.nodes[m].status()["priority"] < PRIORITIES[m], 5, what="penalty")
+    c.nodes[m].proc.signal(signal.SIGHUP)
+    time.sleep(seconds)  # the track keeps failing after the reload
+    kept = c.nodes[m].status()["priority"] < PRIORITIES[m]
+    c.flag(m, "track").unlink()
+    name = f"SIGHUP node{m} during a failing track"
+    c.faults.append(checker.Fault(name, start, time.monotonic()))
+    assert kept, f"{name}: the reload dropped the track's penalty"
+    return f"SIGHUP node{m} while its weighted track fails, {seconds:g} s"
+
+
+def sigkill_with_roles(c: RoleCluster, seconds: float) -> str:
+    m = c.master() or 1
+    start = time.monotonic()
+    c.nodes[m].proc.signal(signal.SIGKILL)  # the daemon alone: its guard and roles remain
+    c.nodes[m].proc.wait(5)
+    time.sleep(seconds)  # down time
+    c.restart(m)
+    c.faults.append(checker.Fault(f"SIGKILL node{m} with roles", start, time.monotonic()))
+    return f"SIGKILL node{m}'s daemon with its roles running, restarted after {seconds:g} s"
+
+
+def live(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+            if f.read().rpartition(")")[2].split()[0] not in ("Z", "X"):
+                out.append(pid)
+    return out
+
+
+class RoleSampler:
+    """Samples live master-role copies and who is master, every 20 ms, in a thread."""
+
+    def __init__(self, c: RoleCluster) -> None:
+        self.c = c
+        self.samples: list[checker.RoleSample] = []
+        self.masters: list[tuple[float, int | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            copies = {f"node{i}": live(self.c.pids(i, "role")) for i in self.c.nodes}
+            now = time.monotonic()
+            self.samples.append(checker.RoleSample(now, {"watch": copies}))
+            self.masters.append((now, self.c.master()))
+
+    def close(self) -> list[float]:
+        """Stop; the takeovers: when the master changed from one node to the other."""
+        self._stop.set()
+        self._thread.join(5)
+        takeovers, last = [], None
+        for at, m in self.masters:
+            if m is not None and m != last:
+                if last is not None:
+                    takeovers.append(at)
+                last = m
+        return takeovers

@@ -52,14 +52,16 @@ def test_quiet_logger_memory_is_bounded() -> None:
 
 
 def track(rise: int = 2, fall: int = 3) -> TrackState:
-    return TrackState(TrackConfig("t", "script", "true", rise=rise, fall=fall))
+    t = TrackState(TrackConfig("t", "script", "true", rise=rise, fall=fall))
+    assert [t.record(True) for _ in range(rise)][-1]  # unknown until it first passes
+    return t
 
 
 def test_a_track_falls_after_fall_failures_and_rises_after_rise_successes() -> None:
     t = track()
     assert [t.record(False) for _ in range(3)] == [False, False, True]
-    assert not t.up
-    assert t.faults  # weight 0 means FAULT
+    assert t.up is False
+    assert t.effect == "demote"  # weight 0 demotes the node
     assert [t.record(True) for _ in range(2)] == [False, True]
     assert t.up
 
@@ -69,6 +71,13 @@ def test_a_flapping_track_never_flips() -> None:
     for ok in [False, True] * 10:
         assert not t.record(ok)
     assert t.up
+
+
+def test_an_unknown_track_becomes_known_after_a_run_of_one_result() -> None:
+    t = TrackState(TrackConfig("t", "script", "true", rise=2, fall=3))
+    assert t.up is None
+    assert [t.record(ok) for ok in (True, False, False, True, True)] == [False] * 4 + [True]
+    assert t.up is True
 
 
 def test_loop_runs_timers_in_order_and_cancelled_ones_never() -> None:

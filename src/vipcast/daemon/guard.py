@@ -8,6 +8,9 @@
   removes this node's VIPs from the interface and exits; ``PR_SET_PDEATHSIG`` sends
   it SIGTERM too (:func:`on_parent_death`). The data plane, when there is one, does
   the same on its own control socket: two independent lines, either one suffices.
+- Roles: the guard also ends every role group the main process recorded
+  (:class:`vipcast.linux.procs.PidFiles`, ``--roles-dir``): SIGTERM, SIGKILL after
+  ``ROLES_GRACE``; roles never outlive the daemon.
 - ``vipcast release`` (the unit's ``ExecStopPost=``) removes them from outside, for a
   guard that was itself killed (systemd SIGKILLs a dead daemon's children at once).
 
@@ -30,12 +33,14 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 
 from vipcast.config import Config, IPInterface
 from vipcast.daemon import scheduling
 from vipcast.daemon.events import EventBus
 from vipcast.linux.lock import DaemonLock, lock_paths
+from vipcast.linux.procs import PidFiles
 from vipcast.linux.vip import VipManager
 
 log = logging.getLogger("vipcast.guard")
@@ -46,6 +51,7 @@ READY = b"ready\n"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 2.0
 RESTART_DELAY = 1.0
+ROLES_GRACE = 1.0  # seconds an orphaned role gets between SIGTERM and SIGKILL
 CANNOT_REMOVE = "the main process is gone, and the VIPs cannot be removed: %s"
 
 
@@ -86,6 +92,19 @@ def _remove(vips: VipManager) -> list[IPInterface]:
     return removed
 
 
+def end_roles(directory: str | None) -> None:
+    """End the roles the main process left (none after a clean stop); never raises."""
+    if directory is None:
+        return
+    try:
+        ended = PidFiles(Path(directory)).end_all(ROLES_GRACE)
+    except OSError as e:
+        log.error("the main process is gone, and its roles cannot be ended: %s", e)
+        return
+    for name, pid in ended:
+        log.warning("the main process is gone: ended role %s (process group %d)", name, pid)
+
+
 def on_parent_death(action: Callable[[], object]) -> None:
     """Run ``action`` and exit when the parent dies: ``PR_SET_PDEATHSIG`` with SIGTERM.
 
@@ -117,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--interface", required=True)
     parser.add_argument("--vip", action="append", required=True, type=ipaddress.ip_interface)
+    parser.add_argument("--roles-dir")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -128,11 +148,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process
     control = socket.socket(fileno=args.control_fd)
     with VipManager(args.interface, args.vip) as vips:  # netlink socket open from now on
-        on_parent_death(lambda: _remove(vips))
+
+        def remove_all() -> None:
+            _remove(vips)
+            end_roles(args.roles_dir)
+
+        on_parent_death(remove_all)
         with contextlib.suppress(OSError):  # if it fails, the main process is gone already
             control.sendall(READY)
             _wait_for_end(control)
         _remove(vips)  # after a clean stop there is nothing left to remove
+        end_roles(args.roles_dir)
     return 0
 
 
@@ -149,9 +175,15 @@ class Guard:
     """The main process's side: start the guard, start it again if it dies, stop it."""
 
     def __init__(
-        self, ifname: str, addresses: Sequence[IPInterface], bus: EventBus, verbose: bool = False
+        self,
+        ifname: str,
+        addresses: Sequence[IPInterface],
+        bus: EventBus,
+        verbose: bool = False,
+        roles_dir: Path | None = None,
     ) -> None:
         self.ifname, self.addresses, self.bus, self.verbose = ifname, addresses, bus, verbose
+        self.roles_dir = roles_dir
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self._stopping = False
@@ -176,9 +208,10 @@ class Guard:
     def _argv(self, fd: int) -> list[str]:
         vips = [arg for vip in self.addresses for arg in ("--vip", str(vip))]
         verbose = ["-v"] if self.verbose else []
+        roles = ["--roles-dir", str(self.roles_dir)] if self.roles_dir else []
         return [
             sys.executable, "-m", "vipcast.daemon.guard", "--control-fd", str(fd),
-            "--interface", self.ifname, *vips, *verbose,
+            "--interface", self.ifname, *vips, *roles, *verbose,
         ]  # fmt: skip
 
     def _on_readable(self) -> None:

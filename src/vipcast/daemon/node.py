@@ -1,7 +1,11 @@
 """One node: election, control socket and metrics, with a graceful lifecycle.
 
-SIGTERM/SIGINT: resign and release the VIPs, exit 0. SIGHUP: reload the config;
-a reload that leaves the election settings unchanged causes no flap.
+SIGTERM/SIGINT: resign and release the VIPs, stop the roles, let the STOPPED hook run
+(at most ``SHUTDOWN_HOOK_TIMEOUT``), end what is left of the hooks, exit 0. SIGHUP:
+reload the config; the priority, the notify hook and the ``[health]`` table change
+live, the tracks and roles keep running with their state (failing, held, restarts),
+and what needs a restart is listed in ``status`` as ``pending_restart``; a reload
+that leaves the election settings unchanged causes no flap.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import replace
+import time
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from vipcast import config
 from vipcast.config import Config
+from vipcast.core import damping
 from vipcast.core.vrrp.machine import State, Transition
 from vipcast.daemon import scheduling, sdnotify
 from vipcast.daemon.control import ControlServer
@@ -25,12 +31,23 @@ from vipcast.daemon.events import EventBus
 from vipcast.daemon.guard import Guard, daemon_lock
 from vipcast.daemon.health import Health
 from vipcast.daemon.metrics import Metrics
-from vipcast.daemon.roles import CRITICAL_COOLDOWN, Roles, run_notify
+from vipcast.daemon.roles import Roles, run_notify
+from vipcast.linux import procs
 from vipcast.linux.lock import AlreadyRunningError
 from vipcast.linux.privileges import require
 
 log = logging.getLogger("vipcast")
 HANDOVER_ON_STOP_TIMEOUT = 5.0
+SHUTDOWN_HOOK_TIMEOUT = 5.0  # the STOPPED hook's bound at shutdown (or notify_timeout)
+HEALTH_SOURCES = ("track:", "role:")  # election.faults sources that health manages
+LIVE_SETTINGS = (
+    "election.priority",
+    "election.auth",
+    "cluster.auth",
+    "health",
+    "notify",
+    "notify_timeout",
+)
 IGNORED_REASONS = ("not_leader", "implausible", "withdrawn", "wrong_relay")  # FeedStats names
 
 
@@ -47,25 +64,36 @@ class Node:
             {"status": self._status, "handover": self._handover},
         )
         self.stopping = asyncio.Event()
+        pidfiles = procs.PidFiles(procs.pidfile_dir(cfg.node.control_socket))
         self.guard = Guard(
-            cfg.node.interface, cfg.vip.addresses, self.bus, log.isEnabledFor(logging.DEBUG)
+            cfg.node.interface,
+            cfg.vip.addresses,
+            self.bus,
+            log.isEnabledFor(logging.DEBUG),
+            roles_dir=pidfiles.directory if cfg.roles else None,
         )
         self.dataplane: DataplaneClient | None = None
         self._feed_totals: dict[tuple[str, str], int] = {}
-        self.health = Health(cfg.tracks, self._health_changed)
-        self.roles = Roles(cfg.roles, self._critical_role_failed)
+        self.health = Health(cfg.tracks, self._health_changed, cfg.health.hold_time)
+        self.roles = Roles(cfg.roles, self._critical_role_failed, pidfiles)
         self._background: set[asyncio.Task[None]] = set()
+        self._hooks: set[procs.Group] = set()  # notify hooks under way
+        self._recheck: asyncio.TimerHandle | None = None
+        self.demoted: dict[str, str] = {}
+        self.pending_restart: list[str] = []
         self.election.listeners.append(self._on_transition)
 
     async def start(self) -> None:
         require("CAP_NET_RAW", "CAP_NET_ADMIN", what="run the VRRP election")  # before any child
         await self.guard.start()  # before any VIP can be added: it removes them if we die
+        await self.roles.end_previous()  # what a killed daemon left: one copy, always
         await self.control.start()
         if self.cfg.metrics.listen:
             self.metrics.serve(*self.cfg.metrics.listen)
         if self.cfg.feeds:
             await self._start_dataplane()
         await self.election.start()
+        self._apply_health()  # tracks start unknown: a block_promotion track blocks now
         self.health.start()
         self.bus.publish("started", f"node {self.cfg.node.name} started")
 
@@ -79,7 +107,13 @@ class Node:
         }
         self._spawn(self.roles.transition(t.new.value, env))
         if self.cfg.notify:
-            self._spawn(run_notify(self.cfg.notify, t.new.value, t.reason, self.cfg.notify_timeout))
+            self._spawn(
+                run_notify(
+                    self.cfg.notify, t.new.value, t.reason, self.cfg.notify_timeout, self._hooks
+                )
+            )
+        if t.new is State.MASTER and self.demoted:
+            self._report_all_demoted()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -87,24 +121,50 @@ class Node:
         task.add_done_callback(self._background.discard)
 
     def _health_changed(self) -> None:
-        base = self.cfg.election.priority
-        if base < 255:
-            self.election.set_priority(max(1, min(254, base + self.health.priority_delta())))
-        failing = {
-            f"track:{t.cfg.name}": self.health.describe(t) for t in self.health.tracks if t.faults
-        }
-        for source in [s for s in self.election.faults if s.startswith("track:")]:
-            if source not in failing:
-                self.election.remove_fault(source)
-        for source, reason in failing.items():
-            self.election.add_fault(source, reason)
+        self._apply_health()
         self.bus.publish("health", "health changed", tracks=self.health.status())
 
-    def _critical_role_failed(self, reason: str) -> None:
-        log.error("%s: FAULT for %.0fs so the peer takes over", reason, CRITICAL_COOLDOWN)
+    def _apply_health(self) -> None:
+        """Priority and faults from the tracks and critical roles, holds included."""
+        verdict = self.health.verdict()
+        priority, faults = damping.election_inputs(
+            verdict, self.cfg.election.priority, self.cfg.health.demote_to
+        )
+        was_demoted, self.demoted = self.demoted, verdict.demoted
+        if self.demoted and not was_demoted:
+            log.warning("demoted (%s)", "; ".join(self.demoted.values()))
+        elif was_demoted and not self.demoted:
+            log.info("no longer demoted")
+        self.election.set_priority(priority)
+        managed = [s for s in self.election.faults if s.startswith(HEALTH_SOURCES)]
+        for source in managed:
+            if source not in faults:
+                self.election.remove_fault(source)
+        for source, reason in faults.items():
+            self.election.add_fault(source, reason)
+        self._schedule_recheck(verdict.next_change)
+
+    def _schedule_recheck(self, at: float | None) -> None:
+        """Look again when the next hold ends."""
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
+        if at is not None and not self.stopping.is_set():
+            delay = max(0.0, at - time.monotonic()) + 0.001
+            self._recheck = asyncio.get_running_loop().call_later(delay, self._health_changed)
+
+    def _critical_role_failed(self, role: str, reason: str) -> None:
+        hold = self.health.role_tripped(role, reason)
+        log.error("%s: demoted for %.0f s so a peer takes over", reason, hold)
         self.bus.publish("role", reason)
-        self.election.add_fault("role", reason)
-        asyncio.get_running_loop().call_later(CRITICAL_COOLDOWN, self.election.remove_fault, "role")
+        self._health_changed()
+
+    def _report_all_demoted(self) -> None:
+        """Master while demoted: every node that could be master is demoted too."""
+        causes = "; ".join(self.demoted.values())
+        message = f"every node is demoted: {self.cfg.node.name} keeps the VIP ({causes})"
+        log.warning("%s", message)
+        self.bus.publish("demoted", message, causes=dict(self.demoted))
 
     async def _start_dataplane(self) -> None:
         if self.config_path is None:
@@ -144,16 +204,33 @@ class Node:
         sdnotify.notify("STOPPING=1")
         try:
             await self.health.stop()
+            self._schedule_recheck(None)
             if self.election.router.state is State.MASTER:
                 await self._hand_over_before_stopping()
             log.info("stopping: resigning and releasing the VIPs")
-            await self.election.stop()
+            await self.election.stop()  # -> STOPPED: the roles stop, the hook starts
             await self.roles.stop()
+            await self._finish_background()
         finally:
             if self.dataplane is not None:
                 await self.dataplane.stop()
             await self.control.close()
             await self.guard.stop()
+
+    async def _finish_background(self) -> None:
+        """Let hooks (the STOPPED one) finish within a bound, then end their groups."""
+        bound = min(self.cfg.notify_timeout, SHUTDOWN_HOOK_TIMEOUT)
+        pending = set(self._background)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=bound)
+        if pending:
+            log.warning("stopping: ending %d notify hook(s) still running", len(self._hooks))
+        for group in list(self._hooks):
+            group.signal(signal.SIGKILL)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=1.0)
+        for task in pending:  # nothing should be left; never wait forever
+            task.cancel()
 
     def reload(self) -> None:
         if self.config_path is None:
@@ -166,33 +243,38 @@ class Node:
         self._apply_reload(new)
 
     def _apply_reload(self, new: Config) -> None:
-        """Apply what can change live (the priority, ``[election.auth]``, cluster keys).
+        """Apply what can change live; keep the tracks' and roles' state; name the rest.
 
-        What cannot change live is named in a warning (turning cluster keys on or off).
+        Live: the priority, ``[election.auth]``, the cluster keys (not turning them on or
+        off), ``[health]``, ``notify``, ``notify_timeout``.
         """
         old = self.cfg
-        e = old.election
-        keys_live = (old.cluster.auth is None) == (new.cluster.auth is None)  # not on/off
-        kept = replace(
-            new,
-            election=replace(new.election, priority=e.priority, auth=e.auth),
-            cluster=replace(new.cluster, auth=old.cluster.auth) if keys_live else new.cluster,
+        self.pending_restart = restart_needed(old, new)
+        if self.pending_restart:
+            log.warning(
+                "reload: %s changed; restart vipcast to apply", ", ".join(self.pending_restart)
+            )
+        keys_live = (old.cluster.auth is None) == (new.cluster.auth is None)
+        election = replace(old.election, priority=new.election.priority, auth=new.election.auth)
+        self.cfg = replace(
+            old,
+            election=election,
+            cluster=replace(old.cluster, auth=new.cluster.auth) if keys_live else old.cluster,
+            health=new.health,
+            notify=new.notify,
+            notify_timeout=new.notify_timeout,
         )
-        if kept != old:
-            changed = [f for f in old.__dataclass_fields__ if getattr(old, f) != getattr(kept, f)]
-            log.warning("reload: %s changed; restart vipcast to apply", ", ".join(changed))
-        live = replace(e, priority=new.election.priority, auth=new.election.auth)
-        cluster = replace(old.cluster, auth=new.cluster.auth) if keys_live else old.cluster
-        self.cfg = replace(old, election=live, cluster=cluster)
-        if self.dataplane is not None:
-            self.dataplane.reload()  # it reads the file again and swaps its keys
         self.election.cfg = self.cfg
+        if self.dataplane is not None and keys_live and new.cluster.auth != old.cluster.auth:
+            self.dataplane.reload()  # it reads the file again and swaps its keys
         if new.election.auth != old.election.auth:
             self.election.reconfigure_auth(self.cfg)
             log.info("reload: advert authentication now %s", _describe_auth(self.cfg))
-        self.election.restore_priority(new.election.priority)
+        self.health.damping.set_hold_time(new.health.hold_time)
+        self.election.restore_priority(new.election.priority)  # undoes a handover
+        self._apply_health()  # the penalties and demotions still in force
         self.bus.publish("reloaded", "configuration reloaded")
-        log.info("configuration reloaded (priority %d)", new.election.priority)
+        log.info("configuration reloaded (priority %d)", self.election.router.priority)
 
     async def _status(self, request: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -203,7 +285,18 @@ class Node:
                 "feeds": self._feed_status(),
                 "roles": self.roles.status(),
                 "tracks": self.health.status(),
+                **self._health_status(),
+                "pending_restart": self.pending_restart,
             }
+        }
+
+    def _health_status(self) -> dict[str, Any]:
+        verdict = self.health.verdict()
+        return {
+            "demoted": dict(verdict.demoted),
+            "all_demoted": bool(verdict.demoted) and self.election.router.state is State.MASTER,
+            "held": dict(verdict.held),
+            "hold_time": self.cfg.health.hold_time,
         }
 
     def _feed_status(self) -> dict[str, Any]:
@@ -245,6 +338,27 @@ def _describe_auth(cfg: Config) -> str:
         return "off"
     ids = ", ".join(str(k.id) for k in a.keys)
     return f"{a.mode}, signing with key {a.active_key}, keys {ids}"
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """The settings that differ and cannot change live, as ``table`` or ``table.key``."""
+    out = []
+    for f in fields(old):
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if a == b or f.name in LIVE_SETTINGS:
+            continue
+        if f.name in {"election", "cluster"}:
+            out += [
+                f"{f.name}.{g.name}"
+                for g in fields(a)
+                if getattr(a, g.name) != getattr(b, g.name)
+                and f"{f.name}.{g.name}" not in LIVE_SETTINGS
+            ]
+            if f.name == "cluster" and (a.auth is None) != (b.auth is None):
+                out.append("cluster.auth (turned on or off)")
+        else:
+            out.append(f.name)
+    return out
 
 
 async def serve(cfg: Config, config_path: Path | None = None) -> int:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import textwrap
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vipcast.config import ClusterConfig
 from vipcast.demo import measure
 from vipcast.demo.cluster import PRIORITIES, DaemonEvent
+
+WIDTH = 100  # the report fits a 100-column terminal
 
 PHASES = {
     "start": "steady traffic",
@@ -40,6 +44,7 @@ class Result:
     daemons: dict[str, dict[str, Any]]
     node_addresses: dict[str, str]
     measured: list[measure.WindowResult] = field(default_factory=list)
+    retransmit_age: float = ClusterConfig.retransmit_age  # the nodes' cluster.retransmit_age
 
 
 _SESSION_ID = re.compile(r"\b\d{12,}\b")  # session ids in daemon messages, shown in hex
@@ -94,7 +99,17 @@ def render(result: Result) -> str:
     result.measured = compute(result)
     lines = ["", *_timeline(result), "", *_table(result), "", *_verdicts(result)]
     lines += ["", *_sessions(result), "", _summary(result), ""]
-    return "\n".join(lines)
+    return "\n".join(wrapped for line in lines for wrapped in fit(line))
+
+
+def fit(line: str, width: int = WIDTH) -> list[str]:
+    """A line as lines of at most ``width`` columns, broken between words, indented after."""
+    if len(line) <= width:
+        return [line]
+    indent = " " * (len(line) - len(line.lstrip()) + 4)
+    return textwrap.wrap(
+        line, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    )
 
 
 def _timeline(r: Result) -> list[str]:
@@ -121,19 +136,19 @@ def _table(r: Result) -> list[str]:
         "whole window);",
         "lost: reports the radar sent in the window minus those of them the app decoded",
     ]
-    head = f"  {'phase':<26} {'from':>7} {'to':>7} {'sent':>7}"
+    head = f"  {'phase':<25} {'from':>7} {'to':>7} {'sent':>7}"
     for name in names:
-        head += f"  {name + ' outage':>17} {'lost':>6}"
+        head += f"  {name + ' outage':>14} {'lost':>6}"
     out.append(head)
     for w in r.measured:
         row = (
-            f"  {w.window.name:<26} {w.window.start - r.t0:>+7.2f} {w.window.end - r.t0:>+7.2f} "
+            f"  {w.window.name:<25} {w.window.start - r.t0:>+7.2f} {w.window.end - r.t0:>+7.2f} "
             f"{w.sent:>7,}"
         )
         for name in names:
             n = w.nodes[name]
             outage = f"cut off {n.outage:.2f} s" if n.cut_off and n.outage else _ms(n.outage)
-            row += f"  {outage:>17} {n.loss:>6,}"
+            row += f"  {outage:>14} {n.loss:>6,}"
         out.append(row)
     return out
 
@@ -208,6 +223,8 @@ def _failover(r: Result, cut: Action, w: measure.WindowResult) -> list[str]:
             "(sent to the VIP before a live master held it)"
         )
     floor = min((n.loss for n in live.values()), default=0)
+    back = _action(r, "return")
+    cut_for = (back.time if back else r.t0 + r.duration) - cut.time
     for name, n in sorted(w.nodes.items()):
         if not n.cut_off:
             continue
@@ -219,6 +236,15 @@ def _failover(r: Result, cut: Action, w: measure.WindowResult) -> list[str]:
             )
         else:
             text += f"it missed {n.loss:,} reports"
+            if live and cut_for >= r.retransmit_age / 2:
+                text += (
+                    f", {n.loss - floor:,} more than {', '.join(sorted(live))}: the cut "
+                    f"({cut_for:.2f} s) was not short against cluster.retransmit_age "
+                    f"({r.retransmit_age:g} s): when the node came back and asked for what "
+                    "it had missed, the oldest reports had been kept that long already and "
+                    "were gone (a longer retransmit_age, within retransmit_buffer, covers "
+                    "longer cuts)"
+                )
         out.append(text)
     return out
 
