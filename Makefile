@@ -3,9 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBS := iproute2 keepalived nftables tcpdump iputils-ping util-linux procps systemd
+DEBS := iproute2 keepalived nftables tcpdump iputils-ping util-linux procps systemd etcd-server etcd-client bird2
 # programs whose absence means a Debian package is missing
-DEB_PROGS := ip keepalived nft tcpdump ping nsenter pkill systemd-analyze
+DEB_PROGS := ip keepalived nft tcpdump ping nsenter pkill systemd-analyze etcd etcdctl bird birdc
 
 .PHONY: test demo lint typecheck unit bench deps debs keepalived24 clean
 
@@ -44,8 +44,13 @@ debs:
 	    echo "some of $(DEBS) are missing; run as root to install them (tests that need them will skip)"; \
 	  fi; \
 	fi
-	@# keepalived's package starts a service on install; the suite runs its own instances.
-	@if [ "$$(id -u)" = 0 ] && command -v systemctl >/dev/null && systemctl is-active --quiet keepalived 2>/dev/null; then systemctl stop keepalived; fi
+	@# keepalived's, etcd's and BIRD's packages start services on install; the suite runs
+	@# its own instances.
+	@if [ "$$(id -u)" = 0 ] && command -v systemctl >/dev/null; then \
+	  for s in keepalived etcd bird; do \
+	    if systemctl is-active --quiet $$s 2>/dev/null; then systemctl stop $$s; fi; \
+	  done; \
+	fi
 
 # keepalived 2.4.3 (auth_hmac, v3_checksum_as_v2) for the interop tests, built from
 # ../shared/anchors (its build packages installed there; the tests' fixture runs it too).

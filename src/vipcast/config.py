@@ -29,6 +29,7 @@ GarpForm = Literal["request", "reply", "both"]
 RoleWhen = Literal["master", "backup", "always"]
 DemoteTo = Literal["backup", "fault"]
 ROLE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@-")
+ElectionBackend = Literal["vrrp", "etcd"]
 
 T = TypeVar("T")
 
@@ -68,7 +69,8 @@ class AdvertAuthConfig:
 
 @dataclass(frozen=True)
 class ElectionConfig:
-    vrid: int
+    vrid: int = 1  # required with backend "vrrp"; with "etcd" it only names the lock
+    backend: ElectionBackend = "vrrp"
     priority: int = 100
     advert_interval: float = 1.0
     preempt: bool = True
@@ -76,6 +78,37 @@ class ElectionConfig:
     unicast_peers: tuple[IPAddress, ...] = ()
     checksum: ChecksumForm = "pseudo-header"
     auth: AdvertAuthConfig | None = None  # None: adverts unauthenticated (RFC 9568)
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    """``[etcd]``: leadership from an etcd v3 cluster (``election.backend = "etcd"``).
+
+    The timing rule (vipcast.core.lease): a leader stops relaying, replying and
+    announcing ``stop_margin`` seconds before its lease could expire at the server,
+    counting ``max_drift`` of clock rate error against the server's clock.
+    """
+
+    endpoints: tuple[str, ...] = ()  # "http://198.18.0.30:2379", "https://..."
+    election: str = "vipcast/leader"  # the key the leader holds on its lease
+    lease_ttl: int = 2  # seconds asked of etcd (it may grant more; etcd 3.4 grants >= 2)
+    renew_interval: float = 0.0  # 0: lease_ttl / 4
+    request_timeout: float = 0.0  # 0: renew_interval
+    max_drift: float = 0.01  # bound on the clock rate difference to the etcd leader
+    stop_margin: float = 0.2  # seconds to stop everything before the lease can expire
+    ca_file: str | None = None  # TLS: the CA that signed the servers' certificates
+    cert_file: str | None = None  # TLS client certificate (with key_file)
+    key_file: str | None = None
+    user: str | None = None  # etcd authentication (with password_file)
+    password_file: str | None = None
+
+    @property
+    def renew_every(self) -> float:
+        return self.renew_interval or self.lease_ttl / 4
+
+    @property
+    def timeout(self) -> float:
+        return self.request_timeout or self.renew_every
 
 
 @dataclass(frozen=True)
@@ -180,6 +213,7 @@ class Config:
     election: ElectionConfig
     vip: VipConfig
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    etcd: EtcdConfig | None = None  # with election.backend = "etcd" only
     feeds: tuple[FeedConfig, ...] = ()
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     roles: tuple[RoleConfig, ...] = ()
@@ -242,6 +276,7 @@ def parse(data: Mapping[str, Any], *, base: Path | None = None) -> Config:
         election=_election(t.table("election"), base),
         vip=_vip(t.table("vip")),
         cluster=_cluster(t.table("cluster", required=False), base),
+        etcd=_etcd(t.table("etcd"), base) if "etcd" in t.data else None,
         feeds=_feeds(t.array_of_tables("feed")),
         metrics=_metrics(t.table("metrics", required=False)),
         roles=_roles(t.array_of_tables("role")),
@@ -269,8 +304,11 @@ def _node(t: _Table) -> NodeConfig:
 
 def _election(t: _Table, base: Path | None) -> ElectionConfig:
     interval = t.get("advert_interval", _advert_interval, 1.0)
+    backend = t.get("backend", _choice("vrrp", "etcd"), ElectionConfig.backend)
+    vrid_default = ElectionConfig.vrid if backend == "etcd" else _MISSING
     e = ElectionConfig(
-        vrid=t.get("vrid", _int_range(1, 255)),
+        vrid=t.get("vrid", _int_range(1, 255), vrid_default),
+        backend=backend,
         priority=t.get("priority", _int_range(1, 255), 100),
         advert_interval=interval,
         preempt=t.get("preempt", _bool, True),
@@ -301,6 +339,49 @@ def _advert_auth(t: _Table, interval: float, base: Path | None) -> AdvertAuthCon
             t.path_of("active_key"), f"{a.active_key} is not one of the keys {sorted(a.secrets())}"
         )
     return a
+
+
+def _etcd(t: _Table, base: Path | None) -> EtcdConfig:
+    d = EtcdConfig
+    e = EtcdConfig(
+        endpoints=tuple(t.get("endpoints", _list_of(_etcd_endpoint))),
+        election=t.get("election", _etcd_key, d.election),
+        lease_ttl=t.get("lease_ttl", _int_range(1, 3600), d.lease_ttl),
+        renew_interval=t.get("renew_interval", _float_range(0.0, 3600.0), d.renew_interval),
+        request_timeout=t.get("request_timeout", _float_range(0.0, 60.0), d.request_timeout),
+        max_drift=t.get("max_drift", _fraction(0.0, 0.1), d.max_drift),
+        stop_margin=t.get("stop_margin", _float_range(0.0, 60.0), d.stop_margin),
+        ca_file=t.get("ca_file", _readable_file(base), None),
+        cert_file=t.get("cert_file", _readable_file(base), None),
+        key_file=t.get("key_file", _readable_file(base), None),
+        user=t.get("user", _nonempty_str, None),
+        password_file=t.get("password_file", _readable_file(base), None),
+    )
+    t.done()
+    _check_etcd(t, e)
+    return e
+
+
+def _check_etcd(t: _Table, e: EtcdConfig) -> None:
+    """What each key allows but the lease rule or the client could not use together."""
+    if not e.endpoints:
+        raise ConfigError(t.path_of("endpoints"), "at least one etcd endpoint")
+    if (e.cert_file is None) != (e.key_file is None):
+        raise ConfigError(t.path_of("cert_file"), "give cert_file and key_file together")
+    if (e.user is None) != (e.password_file is None):
+        raise ConfigError(t.path_of("user"), "give user and password_file together")
+    if e.renew_every >= e.lease_ttl / 2:
+        raise ConfigError(
+            t.path_of("renew_interval"), f"less than half of lease_ttl ({e.lease_ttl / 2:g} s)"
+        )
+    tls = any(u.startswith("https://") for u in e.endpoints)
+    if (e.ca_file or e.cert_file) and not tls:
+        raise ConfigError(t.path_of("endpoints"), "TLS files given: use https:// endpoints")
+    if e.lease_ttl * (1 - e.max_drift) - e.stop_margin <= 2 * e.renew_every:
+        raise ConfigError(
+            t.path_of("stop_margin"),
+            "too large for lease_ttl: the leader would stop before its second renewal",
+        )
 
 
 def _vip(t: _Table) -> VipConfig:
@@ -489,10 +570,18 @@ def _check_cross(cfg: Config) -> None:
     if len(families) > 1:
         raise ConfigError("vip.addresses", "IPv4 and IPv6 need separate virtual routers")
     _check_families(cfg, families.pop())
+    _check_backend(cfg)
     if cfg.feeds and not (cfg.cluster.group or cfg.cluster.receivers):
         raise ConfigError("cluster", "feeds need cluster.group or cluster.receivers")
     if cfg.vip.addresses[0].version == 6:
         _check_ipv6_scopes(cfg)
+
+
+def _check_backend(cfg: Config) -> None:
+    if cfg.election.backend == "etcd" and cfg.etcd is None:
+        raise ConfigError("etcd", 'election.backend = "etcd" needs an [etcd] table')
+    if cfg.election.backend == "vrrp" and cfg.etcd is not None:
+        raise ConfigError("etcd", 'an [etcd] table needs election.backend = "etcd"')
 
 
 def _check_families(cfg: Config, version: int) -> None:
@@ -690,6 +779,50 @@ def _ip_interface(v: Any, path: str) -> IPInterface:
         return ipaddress.ip_interface(text)
     except ValueError as e:
         raise ConfigError(path, f"an address with prefix ({e})") from e
+
+
+def _fraction(lo: float, hi: float) -> Callable[[Any, str], float]:
+    def conv(v: Any, path: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+            raise ConfigError(path, f"a fraction {lo:g}..{hi:g}")
+        return float(v)
+
+    return conv
+
+
+def _etcd_endpoint(v: Any, path: str) -> str:
+    """http(s)://host:port, as etcdctl's --endpoints spells them."""
+    text = _nonempty_str(v, path)
+    scheme, sep, rest = text.partition("://")
+    host, colon, port = rest.rstrip("/").rpartition(":")
+    if not sep or scheme not in ("http", "https") or not colon or not host:
+        raise ConfigError(path, "an endpoint http://host:port or https://host:port")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(path, f"{port!r} is not a port")
+    return f"{scheme}://{host}:{int(port)}"
+
+
+def _etcd_key(v: Any, path: str) -> str:
+    text = _nonempty_str(v, path)
+    if not text.isprintable() or " " in text:
+        raise ConfigError(path, "a key name without spaces or control characters")
+    return text
+
+
+def _readable_file(base: Path | None) -> Callable[[Any, str], str]:
+    """A file's path, relative to the config file's directory; it must be readable now."""
+
+    def conv(v: Any, path: str) -> str:
+        p = Path(_nonempty_str(v, path))
+        if not p.is_absolute() and base is not None:
+            p = base / p
+        try:
+            p.read_bytes()
+        except OSError as e:
+            raise ConfigError(path, f"{p}: {e.strerror or e}") from None
+        return str(p)
+
+    return conv
 
 
 def _port(v: Any, path: str) -> int:

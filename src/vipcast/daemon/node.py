@@ -35,6 +35,9 @@ from vipcast.daemon.roles import Roles, run_notify
 from vipcast.linux import procs
 from vipcast.linux.lock import AlreadyRunningError
 from vipcast.linux.privileges import require
+from vipcast.quorum.service import EtcdElection
+
+AnyElection = Election | EtcdElection
 
 log = logging.getLogger("vipcast")
 HANDOVER_ON_STOP_TIMEOUT = 5.0
@@ -57,7 +60,11 @@ class Node:
         self.config_path = config_path
         self.bus = EventBus()
         self.metrics = Metrics()
-        self.election = Election(cfg, self.bus, self.metrics)
+        self.election: AnyElection = (
+            EtcdElection(cfg, self.bus, self.metrics)
+            if cfg.election.backend == "etcd"
+            else Election(cfg, self.bus, self.metrics)
+        )
         self.control = ControlServer(
             cfg.node.control_socket,
             self.bus,
@@ -274,7 +281,7 @@ class Node:
         self.election.restore_priority(new.election.priority)  # undoes a handover
         self._apply_health()  # the penalties and demotions still in force
         self.bus.publish("reloaded", "configuration reloaded")
-        log.info("configuration reloaded (priority %d)", self.election.router.priority)
+        log.info("configuration reloaded (priority %d)", new.election.priority)
 
     async def _status(self, request: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -384,7 +391,7 @@ async def serve(cfg: Config, config_path: Path | None = None) -> int:
 
 
 def _start_watchdog(
-    loop: asyncio.AbstractEventLoop, election: Election
+    loop: asyncio.AbstractEventLoop, election: AnyElection
 ) -> asyncio.Task[None] | None:
     interval = sdnotify.watchdog_interval()
     if interval is None:
@@ -398,7 +405,7 @@ def _start_watchdog(
     return loop.create_task(ping())
 
 
-def watchdog_tick(election: Election) -> bool:
+def watchdog_tick(election: AnyElection) -> bool:
     """Ping systemd's watchdog if the election's timer runs; True if it pinged.
 
     A loop that is blocked runs no ping at all; this also catches a loop that runs but

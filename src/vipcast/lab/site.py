@@ -239,6 +239,44 @@ def build_site(lab: Lab, nodes: int = 2, *, ipv6: bool = False) -> Site:
     return Site(lab, router, switch, remote, members)
 
 
+WITNESS = "198.18.0.30"  # a third host on the LAN: the etcd server of the quorum labs
+ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380
+
+
+def etcd_endpoint(address: str = WITNESS) -> str:
+    return f"http://{address}:{ETCD_CLIENT_PORT}"
+
+
+def add_witness(site: Site, name: str = "witness", address: str = WITNESS) -> Host:
+    """A host on the LAN running a one-member etcd (data in the lab's workdir)."""
+    host = site.lab.host(name)
+    site.lab.plug(site.switch, host, "eth0")
+    host.add_address("eth0", f"{address}/24")
+    host.set_link("lo", up=True)
+    peer = f"http://{address}:{ETCD_PEER_PORT}"
+    host.spawn(
+        [
+            "etcd",
+            "--name",
+            name,
+            "--data-dir",
+            str(site.lab.workdir / f"etcd-{name}"),
+            "--listen-client-urls",
+            etcd_endpoint(address),
+            "--advertise-client-urls",
+            etcd_endpoint(address),
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"{name}={peer}",
+        ],
+        name="etcd",
+    )
+    return host
+
+
 def wait_for_dad(hosts: Sequence[Host], timeout: float = DAD_TIMEOUT) -> None:
     """Return once no IPv6 address of ``hosts`` is tentative (in duplicate address detection)."""
     deadline = time.monotonic() + timeout

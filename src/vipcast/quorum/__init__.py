@@ -1,0 +1,1 @@
+"""Leadership from a quorum store: the etcd client adapter and the election service."""

@@ -1,0 +1,137 @@
+"""A thin, synchronous etcd v3 client for the election, over etcd's JSON gateway.
+
+etcd3gw speaks to one endpoint; this adapter keeps one client per configured endpoint
+and moves to the next when one does not answer. Calls block (requests): the election
+service runs them in a thread, one at a time, each bounded by ``request_timeout``.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import etcd3gw
+from etcd3gw import exceptions
+from etcd3gw.client import Etcd3Client
+
+from vipcast.config import EtcdConfig
+
+API_PATH = "/v3/"  # etcd 3.4+; no discovery request at the first call
+
+
+class StoreError(Exception):
+    """etcd did not answer, or refused: the request had no effect we can count on."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds the election key: its value, its lease, its creation revision (the term)."""
+
+    value: str
+    lease: int
+    term: int
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(text: str) -> str:
+    return base64.b64decode(text).decode(errors="replace")
+
+
+class EtcdStore:
+    def __init__(self, cfg: EtcdConfig) -> None:
+        self.cfg = cfg
+        self.clients = [self._client(url) for url in cfg.endpoints]
+        self.current = 0
+        self.key = _b64(cfg.election)
+
+    def _client(self, url: str) -> Etcd3Client:
+        scheme, _, rest = url.partition("://")
+        host, _, port = rest.rpartition(":")
+        return etcd3gw.client(
+            host=host.strip("[]"),
+            port=int(port),
+            protocol=scheme,
+            ca_cert=self.cfg.ca_file,
+            cert_key=self.cfg.key_file,
+            cert_cert=self.cfg.cert_file,
+            timeout=self.cfg.timeout,
+            api_path=API_PATH,
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return self.cfg.endpoints[self.current]
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        client = self.clients[self.current]
+        try:
+            self._authenticate(client)
+            return client.post(client.get_url(path), json=body)
+        except (exceptions.Etcd3Exception, ValueError, OSError) as e:
+            self.current = (self.current + 1) % len(self.clients)  # the next one, next time
+            detail = getattr(e, "detail_text", None) or str(e) or type(e).__name__
+            raise StoreError(f"{client.base_url}{path}: {detail}") from None
+
+    def _authenticate(self, client: Etcd3Client) -> None:
+        """etcd's user/password: a token in the Authorization header, fetched once."""
+        if self.cfg.user is None or "Authorization" in client.session.headers:
+            return
+        assert self.cfg.password_file is not None
+        password = Path(self.cfg.password_file).read_text().splitlines()[0]
+        answer = client.post(
+            client.get_url("/auth/authenticate"), json={"name": self.cfg.user, "password": password}
+        )
+        client.session.headers["Authorization"] = answer["token"]
+
+    # --- the election's requests ------------------------------------------------------
+
+    def grant(self, ttl: int) -> tuple[int, int]:
+        """A new lease: (id, granted TTL)."""
+        answer = self._post("/lease/grant", {"TTL": ttl})
+        if answer.get("error"):
+            raise StoreError(f"lease grant refused: {answer['error']}")
+        return int(answer["ID"]), int(answer["TTL"])
+
+    def renew(self, lease: int) -> int:
+        """One keep-alive: the lease's new TTL, or -1 if it had already expired."""
+        answer = self._post("/lease/keepalive", {"ID": lease})
+        return int(answer.get("result", {}).get("TTL", -1))
+
+    def campaign(self, value: str, lease: int) -> Holder | None:
+        """Create the key on ``lease`` if nobody holds it; either way, who holds it now."""
+        txn = {
+            "compare": [{"key": self.key, "result": "EQUAL", "target": "CREATE"}],
+            "success": [{"request_put": {"key": self.key, "value": _b64(value), "lease": lease}}],
+            "failure": [{"request_range": {"key": self.key}}],
+        }
+        answer = self._post("/kv/txn", txn)
+        if answer.get("succeeded"):
+            return Holder(value, lease, int(answer["header"]["revision"]))
+        ranged = answer["responses"][0]["response_range"]
+        return self._holder(ranged)
+
+    def observe(self) -> Holder | None:
+        return self._holder(self._post("/kv/range", {"key": self.key}))
+
+    def revoke(self, lease: int) -> None:
+        """Give the lease up; its key goes with it. An unknown lease is not an error."""
+        try:
+            self._post("/lease/revoke", {"ID": lease})
+        except StoreError as e:
+            if "lease not found" not in str(e):
+                raise
+
+    @staticmethod
+    def _holder(ranged: dict[str, Any]) -> Holder | None:
+        kvs = ranged.get("kvs") or []
+        if not kvs:
+            return None
+        kv = kvs[0]
+        return Holder(
+            _unb64(kv.get("value", "")), int(kv.get("lease", 0)), int(kv["create_revision"])
+        )

@@ -1,0 +1,306 @@
+"""core/lease: leadership from a lease, against an etcd-like store on a fake clock.
+
+The store keeps etcd's rules (a lease expires ``ttl`` after its last grant or renewal
+as the server receives it; the key goes with it; the term is the key's creation
+revision). The invariant every scenario checks: at no instant do two nodes consider
+themselves leader, and a node leads only while the store says its lease holds the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from vipcast.core.lease import NO_QUORUM, Leadership, LeaseParams, Step
+from vipcast.core.vrrp.machine import State
+
+PARAMS = LeaseParams(ttl=2, renew_interval=0.5, max_drift=0.01, stop_margin=0.2)
+LATENCY = 0.01  # one way, client to server
+
+
+@dataclass
+class Store:
+    """etcd's lease and key semantics, in server time (the fake clock)."""
+
+    revision: int = 1
+    leases: dict[int, float] = field(default_factory=dict)  # id -> expiry
+    key: tuple[str, int, int] | None = None  # (value, lease, create revision)
+    next_lease: int = 100
+
+    def expire(self, t: float) -> None:
+        for lease, expiry in list(self.leases.items()):
+            if t >= expiry:
+                del self.leases[lease]
+                if self.key and self.key[1] == lease:
+                    self.key, self.revision = None, self.revision + 1
+
+    def grant(self, ttl: int, t: float) -> int:
+        self.next_lease += 1
+        self.leases[self.next_lease] = t + ttl
+        return self.next_lease
+
+    def renew(self, lease: int, t: float) -> int:
+        if lease not in self.leases:
+            return -1
+        self.leases[lease] = t + PARAMS.ttl
+        return PARAMS.ttl
+
+    def campaign(self, value: str, lease: int, t: float) -> tuple[str, int, int]:
+        if self.key is None and lease in self.leases:
+            self.revision += 1
+            self.key = (value, lease, self.revision)
+        assert self.key is not None or lease not in self.leases
+        return self.key or ("", 0, 0)
+
+    def revoke(self, lease: int) -> None:
+        self.leases.pop(lease, None)
+        if self.key and self.key[1] == lease:
+            self.key, self.revision = None, self.revision + 1
+
+    def holder_lease(self) -> int | None:
+        return self.key[1] if self.key else None
+
+
+@dataclass
+class Node:
+    core: Leadership
+    reachable: bool = True
+    alive: bool = True
+    busy_until: float = 0.0  # one request in flight at a time
+
+
+class Cluster:
+    """Nodes and a store on one fake clock, stepped in small increments."""
+
+    def __init__(self, names: list[str], dt: float = 0.01) -> None:
+        self.store = Store()
+        self.now = 0.0
+        self.dt = dt
+        self.nodes = {n: Node(Leadership(PARAMS, n)) for n in names}
+        self.leader_log: list[tuple[float, str | None]] = []
+        for node in self.nodes.values():
+            node.core.start(self.now)
+
+    def leaders(self) -> list[str]:
+        return [n for n, node in self.nodes.items() if node.alive and node.core.is_leader(self.now)]
+
+    def run(self, seconds: float) -> None:
+        end = self.now + seconds
+        while self.now < end:
+            self.now = round(self.now + self.dt, 6)
+            self.store.expire(self.now)
+            for name, node in self.nodes.items():
+                if node.alive:
+                    node.core.tick(self.now)
+                    self._step(name, node)
+            self._check()
+
+    def _step(self, name: str, node: Node) -> None:
+        if self.now < node.busy_until:
+            return
+        step = node.core.due(self.now)
+        if step is None:
+            return
+        sent, at_server = self.now, self.now + LATENCY
+        node.busy_until = sent + 2 * LATENCY
+        if not node.reachable:
+            node.core.failed(step, self.now)
+            return
+        self.store.expire(at_server)
+        c, back = node.core, sent + 2 * LATENCY
+        if step is Step.GRANT:
+            c.granted(self.store.grant(PARAMS.ttl, at_server), PARAMS.ttl, sent, back)
+        elif step is Step.RENEW:
+            assert c.lease is not None
+            c.renewed(self.store.renew(c.lease, at_server), sent, back)
+        elif step is Step.REVOKE:
+            assert c.lease is not None
+            self.store.revoke(c.lease)
+            c.revoked(sent, back)
+        else:
+            if step is Step.CAMPAIGN and c.lease is not None:
+                self.store.campaign(name, c.lease, at_server)
+            key = self.store.key
+            if key is None:
+                c.observed(None, None, 0, sent, back)
+            else:
+                c.observed(key[0], key[1], key[2], sent, back)
+
+    def _check(self) -> None:
+        leaders = self.leaders()
+        assert len(leaders) <= 1, f"two leaders at {self.now}: {leaders}"
+        for name in leaders:
+            node = self.nodes[name]
+            assert self.store.holder_lease() == node.core.lease, f"{name} leads without the key"
+        current = leaders[0] if leaders else None
+        if not self.leader_log or self.leader_log[-1][1] != current:
+            self.leader_log.append((self.now, current))
+
+    def leader(self) -> str | None:
+        leaders = self.leaders()
+        return leaders[0] if leaders else None
+
+
+def test_the_margin_is_ttl_less_drift_less_stop_margin() -> None:
+    assert PARAMS.safe_for(2) == pytest.approx(2 * 0.99 - 0.2)
+
+
+def test_one_leader_elected_and_it_keeps_its_term() -> None:
+    c = Cluster(["a", "b"])
+    c.run(1.0)
+    leader = c.leader()
+    assert leader is not None
+    term = c.nodes[leader].core.held_term
+    c.run(10.0)
+    assert c.leader() == leader
+    assert c.nodes[leader].core.held_term == term
+    assert c.nodes[leader].core.state is State.MASTER
+    other = next(n for n in c.nodes if n != leader)
+    assert c.nodes[other].core.state is State.BACKUP
+    assert c.nodes[other].core.leader == leader
+
+
+def test_leader_crash_the_other_takes_over_within_ttl_and_an_interval() -> None:
+    c = Cluster(["a", "b"])
+    c.run(1.0)
+    old = c.leader()
+    assert old is not None
+    old_term = c.nodes[old].core.held_term
+    c.nodes[old].alive = False
+    crashed = c.now
+    c.run(4.0)
+    new = c.leader()
+    assert new is not None
+    assert new != old
+    took_over = next(t for t, who in c.leader_log if who == new)
+    assert took_over - crashed <= PARAMS.ttl + PARAMS.renew_interval + 0.1
+    new_term = c.nodes[new].core.held_term
+    assert new_term is not None
+    assert old_term is not None
+    assert new_term > old_term
+
+
+def test_leader_cut_off_from_the_store_stops_before_its_lease_expires() -> None:
+    """The partition: the old leader stops first, the new one starts after expiry."""
+    c = Cluster(["a", "b"])
+    c.run(1.0)
+    old = c.leader()
+    assert old is not None
+    c.nodes[old].reachable = False
+    c.run(5.0)  # _check: never two leaders, nobody leads without the key
+    new = c.leader()
+    assert new is not None
+    assert new != old
+    stopped = next(t for t, who in c.leader_log if who is None)
+    started = next(t for t, who in c.leader_log if who == new)
+    assert stopped < started
+    core = c.nodes[old].core
+    assert core.stats.stepped_down_unrenewed == 1
+    assert core.state is State.FAULT
+    assert core.stats.quorum_lost == 1
+
+
+def test_majority_lost_no_leader_reported_then_regained() -> None:
+    c = Cluster(["a", "b"])
+    c.run(1.0)
+    for node in c.nodes.values():
+        node.reachable = False
+    c.run(PARAMS.ttl + 0.5)
+    assert c.leader() is None
+    for node in c.nodes.values():
+        assert node.core.state is State.FAULT
+        assert node.core.leader is None
+    for node in c.nodes.values():
+        node.reachable = True
+    c.run(PARAMS.ttl + 2.0)
+    assert c.leader() is not None
+    assert {n.core.state for n in c.nodes.values()} == {State.MASTER, State.BACKUP}
+
+
+def test_fault_is_reported_with_its_name() -> None:
+    core = Leadership(PARAMS, "a")
+    core.start(0.0)
+    core.failed(Step.GRANT, 1.0)
+    assert core.state is State.BACKUP
+    (t,) = core.tick(2.0)
+    assert t.new is State.FAULT
+    assert t.reason == NO_QUORUM
+
+
+def test_a_node_declines_to_campaign_while_a_track_fails() -> None:
+    c = Cluster(["a", "b"])
+    c.run(1.0)
+    leader = c.leader()
+    assert leader is not None
+    other = next(n for n in c.nodes if n != leader)
+    c.nodes[other].core.decline("track:uplink", "uplink down", c.now)
+    c.nodes[leader].alive = False
+    c.run(5.0)
+    assert c.leader() is None  # the only candidate declines: nobody leads
+    assert c.nodes[other].core.state is State.FAULT
+    c.nodes[other].core.accept("track:uplink", c.now)
+    c.run(1.0)
+    assert c.leader() == other
+
+
+def test_a_declining_leader_resigns_at_once() -> None:
+    c = Cluster(["a", "b"])
+    c.run(1.0)
+    leader = c.leader()
+    assert leader is not None
+    c.nodes[leader].core.decline("link", "link down", c.now)
+    assert c.leader() is None  # it stopped the instant it declined
+    c.run(PARAMS.renew_interval + 0.1)  # revoked: the other's next campaign wins
+    assert c.leader() not in (None, leader)
+
+
+def test_planned_handover_resigns_and_the_next_takes_over_within_an_interval() -> None:
+    c = Cluster(["a", "b"])
+    c.run(1.0)
+    old = c.leader()
+    assert old is not None
+    c.nodes[old].core.resign(c.now, hold_off=PARAMS.ttl * 2)
+    resigned = c.now
+    c.run(PARAMS.renew_interval + 0.1)
+    new = c.leader()
+    assert new is not None
+    assert new != old
+    took_over = next(t for t, who in c.leader_log if who == new)
+    assert took_over - resigned <= PARAMS.renew_interval + 0.1
+    c.run(5.0)
+    assert c.leader() == new  # the old one does not take it back
+    assert c.nodes[old].core.state is State.BACKUP
+
+
+def test_handover_with_nobody_to_take_over_comes_back() -> None:
+    c = Cluster(["a"])
+    c.run(1.0)
+    assert c.leader() == "a"
+    c.nodes["a"].core.resign(c.now, hold_off=1.0)
+    c.run(0.5)
+    assert c.leader() is None
+    c.run(2.0)
+    assert c.leader() == "a"
+
+
+def test_an_expired_lease_at_renewal_is_dropped_and_a_new_term_won() -> None:
+    core = Leadership(PARAMS, "a")
+    core.start(0.0)
+    core.granted(7, 2, 0.0, 0.01)
+    core.observed("a", 7, 42, 0.02, 0.03)
+    assert core.is_leader(0.05)
+    assert core.held_term == 42
+    (t,) = core.renewed(-1, 0.5, 0.51)
+    assert t.new is State.BACKUP
+    assert core.lease is None
+    assert core.due(0.6) is Step.GRANT
+
+
+def test_a_slow_answer_does_not_make_a_leader_past_its_safe_time() -> None:
+    core = Leadership(PARAMS, "a")
+    core.start(0.0)
+    core.granted(7, 2, 0.0, 0.01)
+    core.observed("a", 7, 42, 0.02, 1.9)  # the answer arrived after safe_until (1.78)
+    assert core.state is not State.MASTER
+    assert not core.is_leader(1.9)
