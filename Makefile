@@ -3,9 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBS := iproute2 keepalived nftables tcpdump iputils-ping util-linux procps systemd etcd-server etcd-client bird2
+DEBS := iproute2 keepalived nftables tcpdump iputils-ping util-linux procps systemd etcd-server etcd-client bird2 prometheus
 # programs whose absence means a Debian package is missing
-DEB_PROGS := ip keepalived nft tcpdump ping nsenter pkill systemd-analyze etcd etcdctl bird birdc
+DEB_PROGS := ip keepalived nft tcpdump ping nsenter pkill systemd-analyze etcd etcdctl bird birdc promtool
 
 .PHONY: test demo lint typecheck unit bench deps debs keepalived24 clean install uninstall
 
@@ -47,7 +47,7 @@ debs:
 	@# keepalived's, etcd's and BIRD's packages start services on install; the suite runs
 	@# its own instances.
 	@if [ "$$(id -u)" = 0 ] && command -v systemctl >/dev/null; then \
-	  for s in keepalived etcd bird; do \
+	  for s in keepalived etcd bird prometheus prometheus-node-exporter; do \
 	    if systemctl is-active --quiet $$s 2>/dev/null; then systemctl stop $$s; fi; \
 	  done; \
 	fi
