@@ -3,11 +3,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBS := iproute2 keepalived nftables tcpdump iputils-ping util-linux procps systemd etcd-server etcd-client bird2
+DEBS := iproute2 keepalived nftables tcpdump iputils-ping util-linux procps systemd etcd-server etcd-client bird2 prometheus
 # programs whose absence means a Debian package is missing
-DEB_PROGS := ip keepalived nft tcpdump ping nsenter pkill systemd-analyze etcd etcdctl bird birdc
+DEB_PROGS := ip keepalived nft tcpdump ping nsenter pkill systemd-analyze etcd etcdctl bird birdc promtool
 
-.PHONY: test demo lint typecheck unit bench deps debs keepalived24 clean
+.PHONY: test demo lint typecheck unit bench deps debs keepalived24 clean install uninstall
 
 test: deps lint typecheck
 	$(BIN)/pytest
@@ -47,7 +47,7 @@ debs:
 	@# keepalived's, etcd's and BIRD's packages start services on install; the suite runs
 	@# its own instances.
 	@if [ "$$(id -u)" = 0 ] && command -v systemctl >/dev/null; then \
-	  for s in keepalived etcd bird; do \
+	  for s in keepalived etcd bird prometheus prometheus-node-exporter; do \
 	    if systemctl is-active --quiet $$s 2>/dev/null; then systemctl stop $$s; fi; \
 	  done; \
 	fi
@@ -65,3 +65,44 @@ bench: deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+
+# --- install: a self-contained virtualenv, the command on PATH, the unit, docs ------
+# As root on Debian 12: `make install` (pip install into the system Python is refused
+# there: PEP 668). Every path can be moved (the test installs under a temporary folder);
+# DESTDIR stages the files for a package. The unit in packaging/ names the default
+# paths; install writes it with the ones chosen here.
+PREFIX ?= /opt/vipcast
+BINDIR ?= /usr/local/bin
+SYSCONFDIR ?= /etc
+UNITDIR ?= /etc/systemd/system
+DOCDIR ?= /usr/share/doc/vipcast
+SYSTEM_USER ?= vipcast
+DOCS := README.md CHANGELOG.md docs/operations.md docs/protocol.md docs/architecture.md
+UNIT_PATHS := -e 's|/usr/local/bin/vipcast|$(BINDIR)/vipcast|g' \
+	-e 's|/etc/vipcast/|$(SYSCONFDIR)/vipcast/|g' -e 's|/usr/share/doc/vipcast|$(DOCDIR)|g'
+
+install:
+	test -x $(DESTDIR)$(PREFIX)/bin/python || $(PYTHON) -m venv $(DESTDIR)$(PREFIX)
+	$(DESTDIR)$(PREFIX)/bin/python -m pip install --quiet --disable-pip-version-check .
+	@# a staged venv must run from $(PREFIX): its scripts name their interpreter
+	if [ -n "$(DESTDIR)" ]; then \
+	  grep -lIr --null '$(DESTDIR)$(PREFIX)' $(DESTDIR)$(PREFIX)/bin | xargs -0r sed -i 's|$(DESTDIR)$(PREFIX)|$(PREFIX)|g'; \
+	fi
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/vipcast
+	ln -sfn $(PREFIX)/bin/vipcast $(DESTDIR)$(BINDIR)/vipcast
+	sed $(UNIT_PATHS) packaging/vipcast.service > $(DESTDIR)$(UNITDIR)/vipcast.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/vipcast.service
+	install -m 644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	install -m 644 examples/node.toml $(DESTDIR)$(SYSCONFDIR)/vipcast/node.toml.example
+	@if [ -z "$(DESTDIR)" ] && [ -n "$(SYSTEM_USER)" ] && [ "$$(id -u)" = 0 ] && ! id -u $(SYSTEM_USER) >/dev/null 2>&1; then \
+	  useradd --system --no-create-home --home-dir / --shell /usr/sbin/nologin $(SYSTEM_USER); \
+	fi
+	@echo "installed vipcast in $(PREFIX); next: write $(SYSCONFDIR)/vipcast/node.toml (from node.toml.example, keys with 'vipcast keygen'),"
+	@echo "  vipcast check-config $(SYSCONFDIR)/vipcast/node.toml; systemctl daemon-reload; systemctl enable --now vipcast"
+
+# Leaves $(SYSCONFDIR)/vipcast (configs and keys) and the $(SYSTEM_USER) user.
+uninstall:
+	rm -f $(DESTDIR)$(UNITDIR)/vipcast.service $(DESTDIR)$(SYSCONFDIR)/vipcast/node.toml.example
+	if [ -L $(DESTDIR)$(BINDIR)/vipcast ]; then rm -f $(DESTDIR)$(BINDIR)/vipcast; fi
+	rm -rf $(DESTDIR)$(DOCDIR)
+	if [ -f $(DESTDIR)$(PREFIX)/pyvenv.cfg ]; then rm -rf $(DESTDIR)$(PREFIX); fi

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.nodes import node_sections, render_config
+from tests.lab.nodes import node_sections, render_config, start_node
+from tests.lab.wait import wait_until
 from vipcast.lab.site import Site
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "node.toml"
@@ -45,10 +46,30 @@ def test_check_config_accepts_the_example(site: Site) -> None:
 
 
 @pytest.mark.root
-def test_check_config_says_when_the_interface_is_not_here(site: Site) -> None:
+def test_check_config_refuses_an_interface_that_is_not_here(site: Site) -> None:
+    """run would exit 3 on this host; check-config says so first (--offline: not asked)."""
     result = vipcast("check-config", str(EXAMPLE), ns=site.switch.ns)
-    assert result.returncode == 0, result.stderr
-    assert "not on this host (addresses not checked)" in result.stdout
+    assert result.returncode == 3, result.stdout
+    assert "node.interface: no interface 'eth0'" in result.stderr
+    assert "--offline" in result.stderr
+    offline = vipcast("check-config", "--offline", str(EXAMPLE), ns=site.switch.ns)
+    assert offline.returncode == 0, offline.stderr
+
+
+@pytest.mark.root
+def test_a_handover_asked_of_a_backup_is_one_error_line(site: Site) -> None:
+    master = start_node(site, 1, election={"priority": 200})
+    master.wait_state("MASTER")
+    backup = start_node(site, 2, election={"priority": 100})
+    backup.wait_state("BACKUP")
+    result = vipcast("handover", "--socket", backup.socket, "--timeout", "1")
+    assert result.returncode == 1
+    assert "handover refused: this node is BACKUP, not MASTER" in result.stderr
+    # logged once, at INFO
+    wait_until(lambda: "refused: this node is BACKUP" in backup.proc.output(), 5, what="log")
+    log = backup.proc.output()
+    assert "Traceback" not in log, log
+    assert "failed" not in log, log
 
 
 def test_an_invalid_config_names_the_key(tmp_path: Path) -> None:

@@ -197,6 +197,12 @@ def test_status_events_and_metrics_reflect_a_failover(site: Site) -> None:
     assert 'vipcast_transitions_total{new="MASTER",old="BACKUP"} 1.0' in metrics
     assert "vipcast_timer_lateness_seconds_bucket" in metrics
     assert "vipcast_adverts_received_total" in metrics
+    if shutil.which("promtool") is not None:  # Debian package prometheus (make deps)
+        lint = subprocess.run(
+            ["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True,
+            timeout=30, check=False,
+        )  # fmt: skip
+        assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 def _events(path: str, count: int) -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
 """``vipcast check-config FILE``: validate and summarise a configuration.
 
-The file's own rules first (:func:`vipcast.config.load`); then, when the node's
-interface is on this host, the address ``run`` would speak VRRP and relay from,
-found the way ``run`` finds it: a file that passes here starts there.
+The file's own rules first (:func:`vipcast.config.load`); then, on the node itself,
+its interface and the address ``run`` would speak VRRP and relay from, found the way
+``run`` finds it: a file that passes here starts there. An interface that is not on
+this host is an error (exit 3), since ``run`` would fail on it; ``--offline`` checks a
+file meant for another machine (the file's own rules only).
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ from vipcast.linux import interfaces
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="TOML configuration file")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="check a file for another machine: skip the interface and its addresses",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config.load(args.file)
-    source = _host_source(cfg)  # LookupError: what run would fail on
+    source = OFFLINE if args.offline else _host_source(cfg)  # LookupError: run fails too
     vips = ", ".join(str(a) for a in cfg.vip.addresses)
     mode = "unicast" if cfg.election.unicast_peers else "multicast"
     print(f"{args.file}: OK")
@@ -75,12 +82,19 @@ def _open_key_files(cfg: Config) -> list[Path]:
     return sorted(p for p in paths if keys.readable_by_others(p))
 
 
+OFFLINE = "interface and addresses not checked (--offline)"
+
+
 def _host_source(cfg: Config) -> str:
-    """Where VRRP and the relay speak from, if the interface is here to tell."""
+    """Where VRRP and the relay speak from; LookupError when the interface is not here."""
     try:
         interfaces.ifindex(cfg.node.interface)
-    except LookupError:
-        return "not on this host (addresses not checked)"
+    except LookupError as e:
+        why = e.args[0] if e.args else f"no interface {cfg.node.interface!r}"
+        raise LookupError(
+            f"node.interface: {why}; not on this host, so run would fail here "
+            "(check a file for another machine with --offline)"
+        ) from None
     return f"VRRP and relay from {vrrp_source(cfg)}"
 
 

@@ -24,4 +24,11 @@ def socket_path(args: argparse.Namespace) -> str:
 
 
 def unreachable(path: str, error: OSError) -> str:
-    return f"cannot reach the vipcast daemon at {path}: {error.strerror or error} (is it running?)"
+    """What a failed connect means: not allowed (say so), or no daemon there."""
+    why = error.strerror or str(error)
+    if isinstance(error, PermissionError):
+        return (
+            f"cannot reach the vipcast daemon at {path}: {why} (the socket is mode 0660: "
+            "run as root or as the daemon's user or group)"
+        )
+    return f"cannot reach the vipcast daemon at {path}: {why} (is it running?)"

@@ -28,9 +28,16 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_PRIVILEGE, EXIT_RUNNING = 0
 
 log = logging.getLogger("vipcast")
 
+DESCRIPTION = (
+    "vipcast: a hot-standby cluster as one address. VRRPv3 moves a virtual IP; the "
+    "master tees every UDP datagram sent to it to every node, which delivers it in "
+    "order, gap-free, to local applications. Start with check-config, then run "
+    "(or the systemd unit); status and events show a running node."
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vipcast", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vipcast", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"vipcast {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

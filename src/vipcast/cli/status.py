@@ -24,7 +24,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         answer = control.request(path, "status")
     except OSError as e:
-        log.error("%s", unreachable(path, e))
+        message = unreachable(path, e)
+        log.error("%s", message)
+        if args.json:  # a script reading stdout gets an answer of the same shape
+            print(json.dumps({"ok": False, "error": message}, indent=2, sort_keys=True))
         return 1
     if args.json:
         print(json.dumps(answer, indent=2, sort_keys=True, default=str))
@@ -40,6 +43,10 @@ def render(status: dict[str, Any]) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
+# keys whose integer values are relay session ids, shown in hex as logs and docs do
+SESSION_KEYS = frozenset({"session", "delivering", "sessions"})
+
+
 def _rows(obj: dict[str, Any], prefix: str = "") -> Any:
     for key, value in obj.items():
         name = f"{prefix}{key}"
@@ -47,9 +54,22 @@ def _rows(obj: dict[str, Any], prefix: str = "") -> Any:
             continue
         if isinstance(value, dict) and value:
             yield from _rows(value, name + ".")
-        elif isinstance(value, list):
-            yield name, ", ".join(str(v) for v in value) or "-"
         elif key.endswith("time") and isinstance(value, int | float) and value > 1e9:
             yield name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
         else:
-            yield name, "-" if value is None else value
+            yield name, _text(value, key in SESSION_KEYS)
+
+
+def _text(value: Any, session: bool = False) -> str:
+    """One value as a person reads it: no Python reprs, session ids in hex."""
+    if value is None or value in ({}, []):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if session and isinstance(value, int):
+        return f"{value:x}" if value else "-"
+    if isinstance(value, list):
+        return ", ".join(_text(v, session) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_text(v, session)}" for k, v in value.items())
+    return str(value)

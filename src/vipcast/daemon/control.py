@@ -227,6 +227,9 @@ class ControlServer:
             return {"ok": False, "error": f"unknown command {request.get('command')!r}"}
         try:
             return {"ok": True, **await handler(request)}
+        except RefusedError as e:  # an answer, not a fault: no traceback
+            log.info("control command %r refused: %s", request.get("command"), e)
+            return {"ok": False, "error": str(e)}
         except Exception as e:  # a bad request must never take the daemon down
             log.exception("control command %r failed", request.get("command"))
             return {"ok": False, "error": str(e)}
@@ -251,6 +254,10 @@ class ControlServer:
         data = json.dumps(obj, default=str).encode() + b"\n"
         async with asyncio.timeout(self.limits.write_timeout):
             await asyncio.get_running_loop().sock_sendall(sock, data)
+
+
+class RefusedError(RuntimeError):
+    """A command this node declines in its present state (a handover asked of a backup)."""
 
 
 def _listen(path: Path) -> socket.socket:

@@ -42,6 +42,7 @@ from vipcast.core.vrrp.machine import (
 )
 from vipcast.core.vrrp.plausible import PLAUSIBILITY_REASONS, check_plausible_untrusted
 from vipcast.core.vrrp.timers import master_down_interval
+from vipcast.daemon.control import RefusedError
 from vipcast.daemon.events import EventBus
 from vipcast.daemon.metrics import SEND_PATHS, Metrics
 from vipcast.daemon.quietlog import QuietLogger
@@ -631,7 +632,7 @@ class Election:
     async def handover(self, timeout: float) -> str:
         """Planned switchover from this master; returns who took over."""
         if self.router.state is not State.MASTER:
-            raise RuntimeError(f"this node is {self.router.state.value}, not MASTER")
+            raise RefusedError(f"this node is {self.router.state.value}, not MASTER")
         self.handed_over = True
         self._apply(self.router.handover(HANDOVER_PRIORITY, self._now()))
         drain = self._drain
@@ -640,7 +641,7 @@ class Election:
             await asyncio.wait({drain}, timeout=timeout)
         if self.router.state is State.MASTER or not self._new_master_heard():
             self.restore_priority(self.cfg.election.priority)
-            raise RuntimeError("no peer took over; this node stays master")
+            raise RefusedError("no peer took over; this node stays master")
         return f"handed over to {self.router.current_master}"
 
     def _rearm(self) -> None:

@@ -10,6 +10,36 @@ SEND_PATHS = ("advert", "announce", "vip_add", "vip_remove")
 # where the election catches a bug: its callbacks, one of the machine's actions, the
 # VIP retry, an announcement (also sent from paced tasks)
 CALLBACKS = ("timer", "adverts", "netlink", "action", "vip_retry", "announce")
+# why an envelope or NACK is refused: the receiver's own checks, then every
+# BadEnvelope reason of vipcast.core (a unit test keeps this list complete)
+DECODE_REASONS = (
+    "address", "bad_tag", "count", "length", "magic", "no_tag", "replay", "sequence",
+    "session", "stale", "truncated", "type", "unknown_key", "version",
+)  # fmt: skip
+ENVELOPE_REJECT_REASONS = ("foreign", "feed", *DECODE_REASONS)
+NACK_REJECT_REASONS = ("foreign", *DECODE_REASONS)
+# per-feed counters: the data plane's FeedStats name -> (metric name, HELP)
+FEED_COUNTERS = {
+    "relayed": ("datagrams_relayed", "datagrams received on VIP:port and relayed (master)"),
+    "envelopes": ("envelopes_sent", "DATA envelopes sent to the cluster, first transmissions"),
+    "oversized": (
+        "datagrams_oversized",
+        "datagrams too big for one unfragmented envelope, relayed in a fragmented one",
+    ),
+    "dropped_too_big": ("datagrams_dropped_too_big", "datagrams too big for any envelope"),
+    "not_master": ("datagrams_not_master", "datagrams received while not master (dropped)"),
+    "fanout_errors": ("fanout_errors", "envelope sends to a receiver that failed"),
+    "retransmitted": ("datagrams_retransmitted", "datagrams resent in answer to NACKs"),
+    "unavailable": ("datagrams_unavailable", "datagrams asked for that were not buffered"),
+    "delivered": ("datagrams_delivered", "datagrams delivered to local applications"),
+    "lost": ("datagrams_lost", "datagrams reported lost (unrecoverable gaps)"),
+    "recovered": ("datagrams_recovered", "datagrams recovered by retransmission"),
+    "duplicates": ("datagrams_duplicates", "duplicate datagrams discarded"),
+    "delivery_errors": ("delivery_errors", "sends to local applications that failed"),
+    "replies_sent": ("datagrams_replies_sent", "application replies sent from the VIP"),
+    "replies_dropped": ("datagrams_replies_dropped", "application replies dropped on a backup"),
+    "nacks_refused": ("nacks_refused", "NACKs not answered (not a member, over the budget)"),
+}
 
 
 class Metrics:
@@ -52,18 +82,15 @@ class Metrics:
             "vipcast_timer_lateness_max_seconds", "the latest timer fire seen", registry=r
         )
         self.feed = {
-            name: Counter(f"vipcast_datagrams_{name}", text, ["feed"], registry=r)
-            for name, text in (
-                ("relayed", "datagrams relayed to the cluster (master)"),
-                ("delivered", "datagrams delivered to local applications"),
-                ("lost", "datagrams reported lost (unrecoverable gaps)"),
-                ("recovered", "datagrams recovered by retransmission"),
-                ("duplicates", "duplicate datagrams discarded"),
-                ("oversized", "datagrams too large for the envelope"),
-                ("replies_sent", "application replies sent from the VIP"),
-                ("replies_dropped", "application replies dropped on a backup"),
-            )
+            stat: Counter(f"vipcast_{name}", text, ["feed"], registry=r)
+            for stat, (name, text) in FEED_COUNTERS.items()
         }
+        self.envelopes_rejected = Counter(
+            "vipcast_envelopes_rejected", "envelopes refused, by reason", ["reason"], registry=r
+        )
+        self.nacks_rejected = Counter(
+            "vipcast_nacks_rejected", "NACKs refused, by reason", ["reason"], registry=r
+        )
         # sessions and claims the receiver did not follow (FeedStats names -> metric)
         self.split_brains = Counter(
             "vipcast_split_brains",
@@ -83,6 +110,22 @@ class Metrics:
             self.send_errors.labels(path)
         for callback in CALLBACKS:
             self.callback_errors.labels(callback)
+        for reason in ENVELOPE_REJECT_REASONS:
+            self.envelopes_rejected.labels(reason)
+        for reason in NACK_REJECT_REASONS:
+            self.nacks_rejected.labels(reason)
+        for old in STATES:
+            for new in STATES:
+                if old != new:
+                    self.transitions.labels(old, new)
+
+    def init_feeds(self, feeds: list[str], ignored_reasons: tuple[str, ...]) -> None:
+        """Every feed's label sets at zero, so the first loss is an increase."""
+        for feed in feeds:
+            for metric in (*self.feed.values(), self.split_brains):
+                metric.labels(feed)
+            for reason in ignored_reasons:
+                self.envelopes_ignored.labels(feed, reason)
 
     def set_state(self, state: str) -> None:
         for s in STATES:

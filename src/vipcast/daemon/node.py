@@ -60,6 +60,7 @@ class Node:
         self.config_path = config_path
         self.bus = EventBus()
         self.metrics = Metrics()
+        self.metrics.init_feeds([f.name for f in cfg.feeds], IGNORED_REASONS)
         self.election: AnyElection = (
             EtcdElection(cfg, self.bus, self.metrics)
             if cfg.election.backend == "etcd"
@@ -201,11 +202,20 @@ class Node:
             for reason in IGNORED_REASONS:
                 children[reason] = ignored.labels(feed, reason)
             for name, child in children.items():
-                total = int(counters.get(name, 0))
-                last = self._feed_totals.get((feed, name), 0)
-                if total > last:
-                    child.inc(total - last)
-                self._feed_totals[(feed, name)] = total
+                self._advance(child, (feed, name), int(counters.get(name, 0)))
+        for key, metric in (
+            ("rejected", self.metrics.envelopes_rejected),
+            ("rejected_nacks", self.metrics.nacks_rejected),
+        ):
+            for reason, total in stats.get(key, {}).items():
+                self._advance(metric.labels(reason), (key, reason), int(total))
+
+    def _advance(self, child: Any, key: tuple[str, str], total: int) -> None:
+        """A counter child moved up to the data plane's running ``total``."""
+        last = self._feed_totals.get(key, 0)
+        if total > last:
+            child.inc(total - last)
+        self._feed_totals[key] = total
 
     async def stop(self) -> None:
         sdnotify.notify("STOPPING=1")

@@ -20,6 +20,7 @@ from typing import Any
 from vipcast.config import Config, IPAddress
 from vipcast.core.lease import Leadership, LeaseParams, Step
 from vipcast.core.vrrp.machine import State, Transition
+from vipcast.daemon.control import RefusedError
 from vipcast.daemon.election import vrrp_source
 from vipcast.daemon.events import EventBus
 from vipcast.daemon.metrics import Metrics
@@ -260,7 +261,7 @@ class EtcdElection:
     async def handover(self, timeout: float) -> str:
         """Resign; keep relaying until another node holds the key, drain, then let go."""
         if not self._holding:
-            raise RuntimeError(f"this node is {self.router.state.value}, not MASTER")
+            raise RefusedError(f"this node is {self.router.state.value}, not MASTER")
         self.handed_over = True
         self._draining = True
         if self.closing_hook is not None:
@@ -272,7 +273,7 @@ class EtcdElection:
             while self._loop.time() < deadline and not self._other_leads():
                 await asyncio.sleep(0.01)
             if not self._other_leads():
-                raise RuntimeError("no peer took over within the wait")
+                raise RefusedError("no peer took over within the wait")
             if self.drain_hook is not None:
                 await self.drain_hook()
             return f"handed over to {self.router.leader} (term {self.router.leader_term})"

@@ -215,7 +215,7 @@ class ClusterReceiver:
             elif isinstance(action, seq.SessionStarted):
                 self.emit(
                     "session",
-                    f"feed {action.feed}: following session {action.session} "
+                    f"feed {action.feed}: following session {action.session:x} "
                     f"from #{action.first_seq} ({action.reason})",
                     feed=action.feed,
                     session=action.session,
