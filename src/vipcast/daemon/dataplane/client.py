@@ -139,7 +139,9 @@ class DataplaneClient:
             self.on_stats(msg)
         elif op == "event":
             self.bus.publish(msg["kind"], msg["message"], **msg.get("data", {}))
-            if msg["kind"] == "split_brain" and self.on_split is not None:
+            data = msg.get("data", {})
+            healed = msg["kind"] == "gap" and data.get("reason") == "split"  # its end heard
+            if (msg["kind"] == "split_brain" or healed) and self.on_split is not None:
                 self.on_split()
 
     def _lost(self) -> None:
