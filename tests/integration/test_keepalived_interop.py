@@ -66,7 +66,7 @@ def adverts_go_by(node: VipcastNode, key: str, count: int) -> None:
     try:
         wait_until(
             lambda: node.status()[key] >= start + count,
-            count * INTERVAL + 3,
+            count * INTERVAL * 3 + 5,  # keepalived under the suite's load can be slow to send
             what=f"{count} more {key} on node{node.index}",
         )
     except AssertionError as e:  # say what the node saw instead
