@@ -10,6 +10,7 @@ from importlib import import_module
 
 from vipcast import __version__
 from vipcast.config import ConfigError
+from vipcast.daemon.quietlog import setup_logging
 from vipcast.linux.lock import AlreadyRunningError
 
 # subcommand -> module under vipcast.cli with add_arguments(parser) and run(args) -> int
@@ -46,15 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
         import_module(f"vipcast.cli.{module}").add_arguments(cmd)
         cmd.set_defaults(module=module)
     return parser
-
-
-def setup_logging(verbose: bool) -> None:
-    """One event per line on stderr, for journald."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -582,6 +582,15 @@ class _Other:
         self.live = self.live or not isinstance(msg, EndOfSession)
         return True
 
+    @classmethod
+    def from_stream(cls, stream: _Stream) -> _Other:
+        """A waiting session of a relay no longer leading: tracked, with its evidence."""
+        other = cls(
+            stream.session, stream.node, stream.relay, stream.start, stream.heard, followed=False
+        )
+        other.high, other.born, other.messages = stream.high, stream.born, stream.messages
+        return other
+
     def past(self, next_seq: int) -> _Past:
         """What to remember of it once it is no longer tracked."""
         return _Past(self.relay, next_seq, self.followed, self.born, self.claims.since)
@@ -641,12 +650,7 @@ class _Feed:
         self.leader = relay
         for stream in [p for p in self.pending.values() if p.relay != relay]:
             del self.pending[stream.session]  # a former leader's, never delivered
-            other = _Other(
-                stream.session, stream.node, stream.relay, stream.start, stream.heard,
-                followed=False,
-            )  # fmt: skip
-            other.high, other.born, other.messages = stream.high, stream.born, stream.messages
-            self._keep_other(other, acts)
+            self._keep_other(_Other.from_stream(stream), acts)
         for other in [o for o in self.others.values() if o.relay == relay]:
             del self.others[other.session]
             self._enqueue(self._promote(other, now, acts), now, acts)

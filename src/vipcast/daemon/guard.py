@@ -39,6 +39,7 @@ from types import FrameType
 from vipcast.config import Config, IPInterface
 from vipcast.daemon import scheduling
 from vipcast.daemon.events import EventBus
+from vipcast.daemon.quietlog import setup_logging
 from vipcast.linux.lock import DaemonLock, lock_paths
 from vipcast.linux.procs import PidFiles
 from vipcast.linux.vip import VipManager
@@ -139,11 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--roles-dir")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.verbose)
     scheduling.normal()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process
     control = socket.socket(fileno=args.control_fd)

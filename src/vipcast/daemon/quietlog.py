@@ -8,6 +8,7 @@ Memory is bounded: at most ``max_keys`` kinds are remembered.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import OrderedDict
 
@@ -46,3 +47,12 @@ class QuietLogger:
         self._last.move_to_end(key)
         while len(self._last) > self.max_keys:
             self._last.popitem(last=False)
+
+
+def setup_logging(verbose: bool) -> None:
+    """One event per line on stderr, for journald: the daemon and its children alike."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

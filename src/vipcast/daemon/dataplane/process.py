@@ -12,7 +12,6 @@ import json
 import logging
 import signal
 import socket
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -32,7 +31,7 @@ from vipcast.daemon.dataplane.outbound import Outbound
 from vipcast.daemon.dataplane.receiver import ClusterReceiver, relay_host
 from vipcast.daemon.dataplane.relay import Fanout, FeedRelay
 from vipcast.daemon.dataplane.stats import FeedStats
-from vipcast.daemon.quietlog import QuietLogger
+from vipcast.daemon.quietlog import QuietLogger, setup_logging
 
 log = logging.getLogger("vipcast.dataplane")
 quiet = QuietLogger(log)
@@ -323,11 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source", required=True, help="this node's LAN address")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.verbose)
     scheduling.normal()  # the relay must never delay the election's real-time timers
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when we stop
     signal.signal(signal.SIGTERM, lambda *_: None)
