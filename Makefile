@@ -3,9 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBS := iproute2 keepalived nftables tcpdump iputils-ping util-linux procps systemd etcd-server etcd-client bird2 prometheus
+DEBS := iproute2 keepalived nftables tcpdump iputils-ping util-linux procps systemd etcd-server etcd-client bird2 prometheus tshark
 # programs whose absence means a Debian package is missing
-DEB_PROGS := ip keepalived nft tcpdump ping nsenter pkill systemd-analyze etcd etcdctl bird birdc promtool
+DEB_PROGS := ip keepalived nft tcpdump ping nsenter pkill systemd-analyze etcd etcdctl bird birdc promtool tshark
 
 .PHONY: test demo lint typecheck unit bench deps debs keepalived24 clean install uninstall
 
@@ -39,6 +39,7 @@ debs:
 	if [ $$missing = 1 ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages: $(DEBS)"; \
+	    echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
 	  else \
 	    echo "some of $(DEBS) are missing; run as root to install them (tests that need them will skip)"; \

@@ -139,6 +139,7 @@ class Election:
         self.version = cfg.vip.addresses[0].version
         self.primary: IPAddress = vrrp_source(cfg)
         self.router = VirtualRouter(self._params(cfg))
+        self._note_down_interval()
         self.auth = make_authenticator(cfg)
         self._unix: Callable[[], float] = time.time  # the wall clock the trailer stamps
         for reason in (*AUTH_REASONS, *PLAUSIBILITY_REASONS):
@@ -644,7 +645,13 @@ class Election:
             raise RefusedError("no peer took over; this node stays master")
         return f"handed over to {self.router.current_master}"
 
+    def _note_down_interval(self) -> None:
+        r = self.router
+        down = master_down_interval(r.priority, r.master_advert_interval_cs)
+        self.metrics.down_interval.set(down)
+
     def _rearm(self) -> None:
+        self._note_down_interval()  # priority and the master's interval change with inputs
         at = self.router.next_timer()
         if at == self._timer_at:
             return

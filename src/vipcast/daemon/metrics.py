@@ -75,7 +75,14 @@ class Metrics:
         self.timer_lateness = Histogram(
             "vipcast_timer_lateness_seconds",
             "how late the election's timers fired",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+            # up to seconds: lateness is compared with the Master_Down_Interval (3.6 s at
+            # the default 1 s adverts) by packaging/prometheus/vipcast-rules.yml
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 3, 5),
+            registry=r,
+        )
+        self.down_interval = Gauge(
+            "vipcast_master_down_interval_seconds",
+            "the VRRP Master_Down_Interval in effect (priority, master's advert interval)",
             registry=r,
         )
         self.timer_lateness_max = Gauge(
