@@ -12,9 +12,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.lab.nodes import start_node
 from tests.lab.wait import wait_until
@@ -30,6 +32,11 @@ pytestmark = pytest.mark.root
 REPORTS = 30
 SENDER_PORT = 40123
 FEEDS = [{"name": "radar", "port": 8600, "deliver": ["127.0.0.1:9600"], "mode": "envelope"}]
+# the counters behind the rejection alerts of packaging/prometheus/vipcast-rules.yml
+REJECTED = (
+    "vipcast_adverts_rejected_total", "vipcast_envelopes_rejected_total",
+    "vipcast_nacks_rejected_total",
+)  # fmt: skip
 FIELDS = (
     "vipcast.session", "vipcast.record.seq", "vipcast.record.src", "vipcast.record.srcport",
     "vipcast.record.dst", "vipcast.record.dstport", "vipcast.record.payload",
@@ -55,6 +62,22 @@ def send_reports(site: Site) -> list[bytes]:
     finally:
         sock.close()
     return payloads
+
+
+def samples(site: Site, i: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Node ``i``'s exposition: (name, labels) -> value."""
+    url = "http://127.0.0.1:9586/metrics"
+    with site.nodes[i - 1].entered(), urllib.request.urlopen(url, timeout=5) as answer:
+        text = answer.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def total(values: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
+    return sum(v for (n, _), v in values.items() if n == name)
 
 
 def records(pcap: Path) -> tuple[dict[int, tuple[str, ...]], set[str], list[str]]:
@@ -91,7 +114,7 @@ def test_tshark_decodes_a_lab_capture_with_the_dissector(site: Site, tmp_path: P
     with site.nodes[1].entered():
         app = Receiver("127.0.0.1", 9600)
     try:
-        both = {"cluster": {"group": "239.255.86.1:8601"}}
+        both = {"cluster": {"group": "239.255.86.1:8601"}, "metrics": {"listen": "127.0.0.1:9586"}}
         extra = keyed(tmp_path)
         n1 = start_node(site, 1, election={"priority": 150}, feeds=FEEDS, extra=extra, **both)
         n2 = start_node(site, 2, feeds=FEEDS, extra=extra, **both)
@@ -116,3 +139,12 @@ def test_tshark_decodes_a_lab_capture_with_the_dissector(site: Site, tmp_path: P
         assert bytes.fromhex(payload) == m.payload
         assert int(track) == m.sequence  # report n carries track number n
     assert set(categories) == {"48"}
+
+    # a healthy keyed cluster: what the alerts count is what happened, and nothing rejected
+    delivered_metric = "vipcast_datagrams_delivered_total"
+    wait_until(lambda: total(samples(site, 2), delivered_metric) == REPORTS, 5, what="metrics")
+    master, backup = samples(site, 1), samples(site, 2)
+    assert total(master, "vipcast_datagrams_relayed_total") == REPORTS
+    for node in (master, backup):
+        assert {name: total(node, name) for name in REJECTED} == dict.fromkeys(REJECTED, 0.0)
+        assert total(node, "vipcast_datagrams_lost_total") == 0
