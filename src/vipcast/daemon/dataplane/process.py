@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,9 @@ class Dataplane:
         # our own envelopes go straight to our receiver, not back through the kernel
         self.fanout.deliver_locally(self._on_local_envelopes, (source, cfg.cluster.port))
         self.outbounds = [
-            Outbound(f, self.relays[f.feed_id], self.stats[f.feed_id], self.speaking)
+            Outbound(
+                f, self.relays[f.feed_id], self.stats[f.feed_id], partial(self.speaking, f.feed_id)
+            )
             for f in cfg.feeds
             if f.outbound
         ]
@@ -193,9 +196,21 @@ class Dataplane:
                 self._send_repeated(ends)
             self.emit("relay", "relaying stopped (end of session sent)")
 
-    def speaking(self) -> bool:
-        """Replies leave from here: we hold the VIPs and our election sees us as master."""
-        return self.master and self.receiver.leader == relay_host(self.source)
+    def speaking(self, feed: int) -> bool:
+        """Replies on ``feed`` leave from here: we hold the VIPs and deliver our own session.
+
+        The apps answer what they were delivered, so the node whose relay's session is
+        being delivered answers it: at a handover both nodes switch at the same record
+        (the old session's end), and a node whose main process is frozen while another
+        took over answers only what its own relay received. Before anything has been
+        delivered, the election's view decides.
+        """
+        if not self.master:
+            return False
+        delivering = self.receiver.sequencer.session(feed)
+        if delivering is None:
+            return self.receiver.leader == relay_host(self.source)
+        return delivering == self.relays[feed].session
 
     def set_leader(self, address: str | None) -> None:
         """The election sees ``address`` as master (None: nobody)."""
