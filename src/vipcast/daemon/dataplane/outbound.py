@@ -3,10 +3,8 @@
 A plain datagram goes to each of the feed's ``send_to``; a DATA envelope (what
 ``vipcast.Sender`` writes) names its own destination per record. A backup drops
 and counts them: in hot standby both servers compute, only the master speaks.
-"The master" here is the node that holds the VIPs *and* whose own relay's session its
-receiver is delivering on the feed (``Dataplane.speaking``): the apps answer what they
-were delivered, so at a planned handover the old master answers its session to the end
-and the new one from its first record, and each reply leaves once.
+"The master" here is the node that holds the VIPs and whose own relay's session is
+being delivered (:mod:`vipcast.core.replies`), so each reply leaves once.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from typing import Any
 from vipcast import config
 from vipcast.config import Config
 from vipcast.core import envelope as env
-from vipcast.core import timing
+from vipcast.core import replies, timing
 from vipcast.core.relay_session import DrainWatch, end_times
 from vipcast.daemon import guard, scheduling
 from vipcast.daemon.dataplane.deliver import Delivery
@@ -197,20 +197,13 @@ class Dataplane:
             self.emit("relay", "relaying stopped (end of session sent)")
 
     def speaking(self, feed: int) -> bool:
-        """Replies on ``feed`` leave from here: we hold the VIPs and deliver our own session.
-
-        The apps answer what they were delivered, so the node whose relay's session is
-        being delivered answers it: at a handover both nodes switch at the same record
-        (the old session's end), and a node whose main process is frozen while another
-        took over answers only what its own relay received. Before anything has been
-        delivered, the election's view decides.
-        """
-        if not self.master:
-            return False
-        delivering = self.receiver.sequencer.session(feed)
-        if delivering is None:
-            return self.receiver.leader == relay_host(self.source)
-        return delivering == self.relays[feed].session
+        """Replies on ``feed`` leave from here (the rule: :mod:`vipcast.core.replies`)."""
+        return replies.answers(
+            holds_vips=self.master,
+            delivering=self.receiver.sequencer.session(feed),
+            own_session=self.relays[feed].session,
+            leads=self.receiver.leader == relay_host(self.source),
+        )
 
     def set_leader(self, address: str | None) -> None:
         """The election sees ``address`` as master (None: nobody)."""
