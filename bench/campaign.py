@@ -135,7 +135,12 @@ def main() -> int:
                 continue
         tally(rows, run, done, violations)
         total += len(violations)
-        print(f"seed {seed}: {len(done)} faults, {len(violations)} violations", flush=True)
+        answered = len({r.number for r in run.replies})
+        print(
+            f"seed {seed}: {len(done)} faults, {len(violations)} violations, "
+            f"{answered:,} requests answered ({len(run.replies) - answered} twice)",
+            flush=True,
+        )
     print_table(rows)
     print(f"{total} violations in {time.monotonic() - began:.0f} s")
     return 1 if total else 0

@@ -21,7 +21,10 @@ The properties (numbered as in the campaign's brief):
 5. One address, one master: after each heal exactly one node holds the VIP and the
    router's ARP entry points at it; no node is MASTER without the VIP or holds it while
    not MASTER for longer than ``vip_tolerance``.
-6. Replies once outside a split: a hook (:func:`check_replies`), empty for now.
+6. Replies once: every answer reaches the remote from the VIP's feed address; no request
+   is answered twice unless two nodes were MASTER around then (a split, which property 4
+   requires to be reported); in fault-free time every request some app received is
+   answered (the apps answer every ``Run.reply_every``-th number).
 
 Roles (issue 13), from :class:`RoleRun`, checked by :func:`check_roles`:
 
@@ -84,6 +87,16 @@ class SplitEvent:
     data: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
+@dataclass(frozen=True)
+class Reply:
+    """An answer as the remote received it: the request's number, the node whose app sent it."""
+
+    number: int
+    node: str
+    source: tuple[str, int]
+    at: float
+
+
 @dataclass
 class NodeRecord:
     name: str
@@ -132,6 +145,11 @@ class SenderLog:
     marks: list[tuple[int, float]]
     end: float
 
+    def time_of(self, number: int) -> float | None:
+        """About when ``number`` was sent: the time of the last mark at or before it."""
+        i = bisect.bisect_right([m[0] for m in self.marks], number) - 1
+        return self.marks[i][1] if i >= 0 else None
+
     def first_number_after(self, t: float) -> int | None:
         """A number sent at or after ``t`` (the first mark at or after it)."""
         times = [m[1] for m in self.marks]
@@ -153,7 +171,9 @@ class Run:
     addr_samples: list[AddrSample] = field(default_factory=list)
     arp_samples: list[ArpSample] = field(default_factory=list)
     macs: dict[str, str] = field(default_factory=dict)  # node -> its LAN interface's MAC
-    replies: list[Any] = field(default_factory=list)  # property 6's records, when it has any
+    replies: list[Reply] = field(default_factory=list)  # property 6's records
+    reply_source: tuple[str, int] | None = None  # where answers must come from (VIP, port)
+    reply_every: int = 0  # the apps answer numbers divisible by this; 0: they do not answer
 
 
 @dataclass(frozen=True)
@@ -521,7 +541,7 @@ def session_runs(node: NodeRecord) -> list[int]:
     return out
 
 
-def dual_masters(run: Run) -> list[tuple[float, float]]:
+def dual_masters(run: Run, longer_than: float | None = None) -> list[tuple[float, float]]:
     """Intervals in which two or more nodes said MASTER, longer than ``split_tolerance``."""
     latest: dict[str, str | None] = {}
     out: list[tuple[float, float]] = []
@@ -538,7 +558,8 @@ def dual_masters(run: Run) -> list[tuple[float, float]]:
         last_at = s.at
     if start is not None:
         out.append((start, last_at))
-    return [(a, b) for a, b in out if b - a > run.split_tolerance]
+    least = run.split_tolerance if longer_than is None else longer_than
+    return [(a, b) for a, b in out if b - a > least]
 
 
 def check_agreement(run: Run) -> list[Violation]:
@@ -693,8 +714,67 @@ def _state_matches_vip(run: Run) -> list[Violation]:
 
 
 def check_replies(run: Run) -> list[Violation]:
-    """Property 6 (replies sent once outside a split): a hook; nothing recorded yet."""
-    return []
+    """Property 6: from the VIP, at most once outside a split, none missing in calm time."""
+    if not run.reply_every:
+        return []
+    return [*_reply_sources(run), *_replies_twice(run), *_replies_missing(run)]
+
+
+def _reply_sources(run: Run) -> list[Violation]:
+    wrong = [r for r in run.replies if r.source != run.reply_source]
+    if not wrong:
+        return []
+    r = wrong[0]
+    text = (
+        f"{len(wrong)} answers did not come from {run.reply_source}, e.g. #{r.number} "
+        f"from {r.source} ({r.node}'s app) at {_rel(run, r.at)}"
+    )
+    return [Violation(6, r.node, text, r.at)]
+
+
+def _replies_twice(run: Run) -> list[Violation]:
+    """Each number answered once, except where two nodes were MASTER (give or take)."""
+    margin = run.split_tolerance
+    splits = [(a - margin, b + margin) for a, b in dual_masters(run, longer_than=0.0)]
+    copies: dict[int, list[Reply]] = {}
+    for r in run.replies:
+        copies.setdefault(r.number, []).append(r)
+    twice = [
+        rs
+        for rs in copies.values()
+        if len(rs) > 1 and not all(any(a <= r.at <= b for a, b in splits) for r in rs)
+    ]
+    if not twice:
+        return []
+    first = min(twice, key=lambda rs: rs[0].at)
+    where = ", ".join(f"{r.node} at {_rel(run, r.at)}" for r in first)
+    text = (
+        f"{len(twice)} requests answered more than once outside a split, e.g. "
+        f"#{first[0].number} ({where})"
+    )
+    return [Violation(6, "cluster", text, first[0].at)]
+
+
+def _replies_missing(run: Run) -> list[Violation]:
+    """Requests sent in fault-free time, received by some app, never answered."""
+    calm = [(a, b - run.liveness_bound) for a, b in _fault_free(run)]
+    received = {
+        d.number
+        for n in run.nodes.values()
+        for d in n.deliveries
+        if d.number < FOREIGN_NUMBER and d.number % run.reply_every == 0
+    }
+    answered = {r.number for r in run.replies}
+    missing = [
+        n
+        for n in sorted(received - answered)
+        if (t := run.sender.time_of(n)) is not None and any(a <= t <= b for a, b in calm)
+    ]
+    if not missing:
+        return []
+    t = run.sender.time_of(missing[0])
+    text = f"{len(missing)} requests sent in calm time were never answered: {show(runs(missing))}"
+    return [Violation(6, "cluster", text, t)]
 
 
 CHECKS: tuple[Callable[[Run], list[Violation]], ...] = (

@@ -1,8 +1,9 @@
 """Faults against a two-node site carrying steady traffic, and the run that records them.
 
 :func:`start_cluster` builds the system under test in a site: node1 (priority 150) and
-node2 (100), one feed in envelope mode, a recorder app on each node, a remote sender
-through the router to the VIP, an events recorder per node, the state/VIP sampler, and
+node2 (100), one feed in envelope mode, a recorder app on each node that answers
+through the feed's outbound port, a remote sender through the router to the VIP and a
+reply sink beside it, an events recorder per node, the state/VIP sampler, and
 an intruder host on the LAN (198.18.0.50) that listens to the cluster's group so it can
 forge envelopes that matter (the current session, the next sequence numbers).
 
@@ -34,7 +35,7 @@ from typing import Any
 
 from tests.lab import checker, faults, oracles
 from tests.lab.nodes import VipcastNode, start_node
-from tests.lab.recorder import PAYLOAD_SIZE, EventsRecorder, Sampler
+from tests.lab.recorder import PAYLOAD_SIZE, REPLY_EVERY, EventsRecorder, Sampler
 from tests.lab.wait import wait_until
 from vipcast.core import envelope as env
 from vipcast.core.vrrp import codec
@@ -45,6 +46,8 @@ from vipcast.lab.site import REMOTE, ROUTER_LAN, VIP, Host, Site, node_address
 
 FEED_PORT = 8600
 APP_PORT = 9600
+OUTBOUND_PORT = 9601  # the apps' answers, on each node's loopback
+REPLY_PORT = 9700  # the reply sink, on the remote
 CLUSTER_PORT = 8601
 GROUP = "239.255.86.1"
 VRRP_GROUP = "224.0.0.18"
@@ -128,10 +131,11 @@ class Spy:
 class AppProcess:
     proc: NsProcess
     out: Path
+    key: str = "records"
 
     def result(self) -> list[list[Any]]:
         self.proc.stop()
-        return list(json.loads(self.out.read_text())["records"])
+        return list(json.loads(self.out.read_text())[self.key])
 
 
 @dataclass
@@ -147,6 +151,8 @@ class Cluster:
     sender: NsProcess
     sender_out: Path
     advert_interval: float
+    reply_sink: AppProcess
+    reply_every: int = REPLY_EVERY
     t0: float = 0.0
     faults: list[checker.Fault] = field(default_factory=list)
     restarts: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
@@ -202,6 +208,7 @@ class Cluster:
         self._wait_settled()
         finals = {i: self._feed(n) for i, n in self.nodes.items()}
         apps = {i: a.result() for i, a in self.apps.items()}
+        replies = self.reply_sink.result()
         self.sampler.close()
         for rec in self.events.values():
             rec.close()
@@ -210,7 +217,12 @@ class Cluster:
         sender = checker.SenderLog(
             int(log["count"]), [(int(n), float(t)) for n, t in log["marks"]], float(log["end"])
         )
-        return self._run(apps, finals, sender, end)
+        run = self._run(apps, finals, sender, end)
+        run.replies = [
+            checker.Reply(int(n), str(o), (str(h), int(p)), float(t)) for n, o, h, p, t in replies
+        ]
+        run.reply_source, run.reply_every = (VIP, FEED_PORT), self.reply_every
+        return run
 
     def _feed(self, node: VipcastNode) -> dict[str, Any]:
         try:
@@ -311,6 +323,7 @@ def start_cluster(
     max_seconds: float = 600,
     advert_interval: float = ADVERT_INTERVAL,
     cluster: dict[str, Any] | None = None,
+    reply_every: int = REPLY_EVERY,
 ) -> Cluster:
     """The system under test, delivering; returns once both apps' nodes deliver."""
     intruder = add_intruder(site)
@@ -320,6 +333,8 @@ def start_cluster(
             "port": FEED_PORT,
             "deliver": [f"127.0.0.1:{APP_PORT}"],
             "mode": "envelope",
+            "outbound": f"127.0.0.1:{OUTBOUND_PORT}",
+            "send_to": [f"{REMOTE}:{REPLY_PORT}"],
         }
     ]
     cluster_cfg = {"group": f"{GROUP}:{CLUSTER_PORT}", **(cluster or {})}
@@ -334,7 +349,8 @@ def start_cluster(
     nodes = {i: start_node(site, i, **specs[i]) for i in specs}
     nodes[1].wait_state("MASTER")
     nodes[2].wait_state("BACKUP")
-    apps = {i: start_app(site, i) for i in nodes}
+    apps = {i: start_app(site, i, reply_every) for i in nodes}
+    reply_sink = start_reply_sink(site)
     nodes_ref = nodes  # the dict a restart updates: recorders follow it
     events = {i: EventsRecorder(f"node{i}", lambda i=i: nodes_ref[i].socket) for i in nodes}
     sampler = Sampler(
@@ -363,7 +379,19 @@ def start_cluster(
         name="sender",
     )
     c = Cluster(
-        site, intruder, nodes, specs, apps, events, sampler, spy, sender, out, advert_interval
+        site,
+        intruder,
+        nodes,
+        specs,
+        apps,
+        events,
+        sampler,
+        spy,
+        sender,
+        out,
+        advert_interval,
+        reply_sink,
+        reply_every,
     )
     for i in nodes:
         wait_until(lambda i=i: _delivered(c, i) > rate // 2, 10, what=f"node{i} delivering")
@@ -376,14 +404,23 @@ def _delivered(c: Cluster, i: int) -> int:
     return int(c._feed(c.nodes[i]).get("delivered", 0))
 
 
-def start_app(site: Site, i: int) -> AppProcess:
+def start_app(site: Site, i: int, reply_every: int = REPLY_EVERY) -> AppProcess:
     out = site.lab.workdir / f"app-node{i}-{len(site.lab.processes)}.json"
+    args = ["app", str(APP_PORT), "--reply", str(OUTBOUND_PORT), "--name", f"node{i}"]
+    args += ["--reply-every", str(reply_every)]
     proc = site.nodes[i - 1].spawn(
-        [sys.executable, "-m", "tests.lab.recorder", "app", str(APP_PORT), "--out", str(out)],
-        name="app",
+        [sys.executable, "-m", "tests.lab.recorder", *args, "--out", str(out)], name="app"
     )
     wait_until(lambda: out.with_suffix(".ready").exists(), 10, what="app ready")
     return AppProcess(proc, out)
+
+
+def start_reply_sink(site: Site) -> AppProcess:
+    out = site.lab.workdir / f"replies-{len(site.lab.processes)}.json"
+    args = ["replies", REMOTE, str(REPLY_PORT), "--out", str(out)]
+    proc = site.remote.spawn([sys.executable, "-m", "tests.lab.recorder", *args], name="replies")
+    wait_until(lambda: out.with_suffix(".ready").exists(), 10, what="reply sink ready")
+    return AppProcess(proc, out, key="replies")
 
 
 # ---------------------------------------------------------------- nftables and bridges

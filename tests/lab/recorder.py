@@ -2,13 +2,18 @@
 
 Two programs, each run as its own process inside a namespace::
 
-    python -m tests.lab.recorder app PORT --out FILE      # an app on a node (envelope mode)
+    python -m tests.lab.recorder app PORT --out FILE [--reply PORT --name NODE]
     python -m tests.lab.recorder send HOST PORT --count N --rate R --out FILE
+    python -m tests.lab.recorder replies HOST PORT --out FILE
 
-The app decodes each one-record envelope the node delivers and keeps
-[session, seq, number, arrival monotonic time]; the sender numbers its payloads
-0..N-1 and keeps, every ``MARK_EVERY`` numbers, the time just before it sent that
-number. Both write JSON on SIGTERM (the sender also when it is done).
+The app decodes each one-record envelope the node delivers and keeps [session, seq,
+number, arrival monotonic time]; with ``--reply`` it answers every ``--reply-every``-th
+number (default ``REPLY_EVERY``) as a hot-standby app does (each node's app answers;
+only the master's answer may leave), sending the number and its node's name to the
+feed's outbound port. The sender numbers its payloads 0..N-1 and keeps, every
+``MARK_EVERY`` numbers, the time just before it sent that number. The reply sink, on
+the remote, keeps [number, answering node, source address, source port, arrival time]
+of every reply. Each writes JSON on SIGTERM (the sender also when it is done).
 
 In the test process: :class:`EventsRecorder` (a thread reading a node's ``events``
 stream, reconnecting after a restart) and :class:`Sampler` (threads sampling every
@@ -35,6 +40,7 @@ from typing import Any
 NUMBER = struct.Struct("!Q")
 PAYLOAD_SIZE = 64
 MARK_EVERY = 20
+REPLY_EVERY = 4  # the app answers numbers divisible by this
 PACE = 0.001  # the sender's pacing tick
 SAMPLE_INTERVAL = 0.02
 STATUS_TIMEOUT = 0.2
@@ -50,13 +56,16 @@ def _on_sigterm() -> list[int]:
     return stop
 
 
-def app(port: int, out: Path) -> None:
+def app(
+    port: int, out: Path, reply_port: int | None = None, name: str = "", every: int = REPLY_EVERY
+) -> None:
     from vipcast.core import envelope as env
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
     sock.bind(("127.0.0.1", port))
     sock.settimeout(0.05)
+    answer = _replier(reply_port, name, every)
     records: list[list[Any]] = []
     bad = 0
     stop = _on_sigterm()
@@ -78,7 +87,45 @@ def app(port: int, out: Path) -> None:
         for i, d in enumerate(msg.datagrams):
             number = NUMBER.unpack_from(d.payload)[0] if len(d.payload) >= NUMBER.size else -1
             records.append([msg.session, msg.first_seq + i, number, now])
+            answer(number)
     out.write_text(json.dumps({"records": records, "undecodable": bad}))
+
+
+def _replier(port: int | None, name: str, every: int) -> Callable[[int], None]:
+    """What the app does with a number: answer it on the outbound port, or nothing."""
+    if port is None:
+        return lambda number: None
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tag = name.encode()
+
+    def answer(number: int) -> None:
+        if number >= 0 and number % every == 0:
+            with contextlib.suppress(OSError):  # a daemon being restarted: no outbound port
+                sock.sendto(NUMBER.pack(number) + tag, ("127.0.0.1", port))
+
+    return answer
+
+
+def replies(host: str, port: int, out: Path) -> None:
+    """Every reply that reaches the remote: [number, node, source host, source port, at]."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.bind((host, port))
+    sock.settimeout(0.05)
+    records: list[list[Any]] = []
+    stop = _on_sigterm()
+    out.with_suffix(".ready").write_text("ready")
+    while not stop:
+        try:
+            data, (src, sport) = sock.recvfrom(2048)
+        except (TimeoutError, InterruptedError):
+            continue
+        if len(data) >= NUMBER.size:
+            number = NUMBER.unpack_from(data)[0]
+            records.append(
+                [number, data[NUMBER.size :].decode(errors="replace"), src, sport, time.monotonic()]
+            )
+    out.write_text(json.dumps({"replies": records}))
 
 
 def send(host: str, port: int, count: int, rate: float, out: Path) -> None:
@@ -103,14 +150,19 @@ def send(host: str, port: int, count: int, rate: float, out: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["app", "send"])
+    parser.add_argument("mode", choices=["app", "send", "replies"])
     parser.add_argument("args", nargs="+")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--reply", type=int, help="the app answers on this outbound port")
+    parser.add_argument("--name", default="", help="the app's node, carried in its answers")
+    parser.add_argument("--reply-every", type=int, default=REPLY_EVERY)
     a = parser.parse_args()
     if a.mode == "app":
-        app(int(a.args[0]), a.out)
+        app(int(a.args[0]), a.out, a.reply, a.name, a.reply_every)
+    elif a.mode == "replies":
+        replies(a.args[0], int(a.args[1]), a.out)
     else:
         send(a.args[0], int(a.args[1]), a.count, a.rate, a.out)
     return 0

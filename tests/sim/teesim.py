@@ -36,7 +36,7 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from vipcast.core import envelope as env
-from vipcast.core import timing
+from vipcast.core import replies, timing
 from vipcast.core.relay_session import DrainWatch, RelaySession, end_times
 from vipcast.core.retransmit import ByteBudget, NackLimiter, RetransmitBuffer
 from vipcast.core.sequencer import (
@@ -230,6 +230,7 @@ class Records:
     born: int
     died: int | None = None
     deliveries: list[tuple[int, int, int, int]] = field(default_factory=list)  # t, S, seq, n
+    replies: list[tuple[int, int]] = field(default_factory=list)  # t, n: answers sent on
     gaps: list[tuple[int, int, int, int, str]] = field(default_factory=list)  # t, S, first, n, why
     starts: list[tuple[int, int, SessionStarted]] = field(default_factory=list)  # t, index, act
     splits: list[SplitBrain] = field(default_factory=list)
@@ -642,6 +643,8 @@ class Proc:
         for a in actions:
             if type(a) is Deliver:
                 rec.deliveries.append((now, a.session, a.seq, number_of(a.datagram)))
+                if self.answers():  # the app answers each datagram as it is delivered
+                    rec.replies.append((now, number_of(a.datagram)))
             elif isinstance(a, RequestRetransmit):
                 self.nack(a)
             elif isinstance(a, GapUnrecoverable):
@@ -654,6 +657,15 @@ class Proc:
                 if rec.followed_index is None:
                     rec.followed_index = rec.index
         self.rearm_sequencer()
+
+    def answers(self) -> bool:
+        """Dataplane.speaking: whether this node sends its app's answers on."""
+        return replies.answers(
+            holds_vips=self.master,
+            delivering=self.seq.session(FEED),
+            own_session=self.relay.state.session,
+            leads=self.rx_leader == self.addr,
+        )
 
     def nack(self, request: RequestRetransmit) -> None:
         relay = self.relays.get((request.feed, request.session))
@@ -1262,18 +1274,32 @@ def check(sim: Sim, heal: int, stop: int, *, agreement: bool, all_after: bool) -
     """Every property that applies to a run; empty when all hold.
 
     1. liveness (:func:`check_liveness`), 2. no silent loss (:func:`check_no_silent_loss`,
-    and :func:`check_cross_accounting` where asked), 3. no duplicates, 4. agreement
-    (``agreement``: a run with loss only and one master throughout), 5. one master at
-    the end; and integrity (nothing delivered that no relay numbered so).
+    and :func:`check_cross_accounting` where asked), 3. no duplicates, 4. agreement and
+    6. replies once (``agreement``: a run with loss only and one master throughout),
+    5. one master at the end; and integrity (nothing delivered that no relay numbered so).
     """
     out = check_integrity(sim) + check_no_duplicates(sim) + check_no_silent_loss(sim)
     out += check_liveness(sim, heal, stop, all_after=all_after)
     out += check_one_master(sim)
     if agreement:
-        out += check_agreement(sim)
+        out += check_agreement(sim) + check_replies_once(sim)
     if not all_after:
         out += check_no_outage(sim, heal, stop)
     return out
+
+
+def check_replies_once(sim: Sim) -> list[str]:
+    """Property 6 where there was one master throughout: no number answered twice."""
+    answered: dict[int, str] = {}
+    twice = []
+    for host in sim.hosts:
+        for rec in host.incarnations:
+            for t, n in rec.replies:
+                where = f"{rec.name}@{t / 1e6:.1f}ms"
+                if n in answered:
+                    twice.append((n, answered[n], where))
+                answered[n] = where
+    return [f"replies once: numbers answered twice {_fmt(twice)}"] if twice else []
 
 
 def check_no_outage(sim: Sim, heal: int, stop: int) -> list[str]:

@@ -160,6 +160,11 @@ def test_planned_handover_loses_nothing_and_repeats_nothing() -> None:
         assert host.proc is not None
         assert host.proc.rec.gaps == [], host.addr
     assert run.sim.master() is run.sim.host(B)
+    answers = [n for h in run.sim.hosts for r in h.incarnations for _, n in r.replies]
+    delivered = {n for _, _, _, n in run.sim.host(B).incarnations[0].deliveries}
+    assert sorted(answers) == sorted(delivered)  # each answered once: by A, then by B
+    assert {n for _, n in run.sim.host(A).incarnations[0].replies}
+    assert {n for _, n in run.sim.host(B).incarnations[0].replies}
 
 
 @pytest.mark.parametrize("kind", teesim.FORGERIES)

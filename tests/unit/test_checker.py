@@ -14,6 +14,7 @@ from tests.lab.checker import (
     Fault,
     Gap,
     NodeRecord,
+    Reply,
     Run,
     SenderLog,
     SplitEvent,
@@ -23,6 +24,8 @@ from tests.lab.checker import (
 S1, S2 = 100 << 16 | 11, 200 << 16 | 12
 RATE = 100.0  # datagrams per second: number n is sent at n / RATE
 MACS = {"node1": "02:00:00:00:00:01", "node2": "02:00:00:00:00:02"}
+FROM_VIP = ("198.18.0.100", 8600)
+EVERY = 4  # the apps answer every 4th number
 
 
 def stream(session: int, seqs: range, first_number: int, lag: float = 0.01) -> list[Delivery]:
@@ -53,6 +56,9 @@ def clean(count: int = 1000) -> Run:
         addr_samples=[AddrSample(t, frozenset({"node1"})) for t in times],
         arp_samples=[ArpSample(t, MACS["node1"]) for t in times],
         macs=dict(MACS),
+        replies=[Reply(n, "node1", FROM_VIP, n / RATE + 0.02) for n in range(0, count, EVERY)],
+        reply_source=FROM_VIP,
+        reply_every=EVERY,
     )
 
 
@@ -352,6 +358,48 @@ def test_backup_keeping_the_vip_briefly_is_allowed() -> None:
         for s in run.status_samples
     ]
     assert ck._state_matches_vip(run) == []
+
+
+# ---------------------------------------------------------------- 6 replies once
+
+
+def answered_by(run: Run, node: str, numbers: range, source: tuple[str, int] = FROM_VIP) -> Run:
+    run.replies += [Reply(n, node, source, n / RATE + 0.03) for n in numbers if n % EVERY == 0]
+    run.replies.sort(key=lambda r: r.at)
+    return run
+
+
+def test_an_answer_from_another_address_breaks_property_6() -> None:
+    run = clean()
+    run.replies[10] = dataclasses.replace(run.replies[10], source=("198.18.0.1", 8600))
+    assert "1 answers did not come from ('198.18.0.100', 8600)" in texts(run)
+
+
+def test_a_request_answered_twice_outside_a_split_breaks_property_6() -> None:
+    run = answered_by(clean(), "node2", range(500, 520))
+    assert "5 requests answered more than once outside a split, e.g. #500" in texts(run)
+
+
+def test_answers_twice_while_two_nodes_are_master_are_the_splits() -> None:
+    run = answered_by(clean(), "node2", range(300, 400))
+    run.status_samples = [
+        dataclasses.replace(s, state="MASTER") if 2.9 <= s.at <= 4.1 else s
+        for s in run.status_samples
+    ]
+    run.nodes["node2"].splits = [SplitEvent(4.2, (S1, S2))]
+    assert ck.check_replies(run) == []
+
+
+def test_a_request_left_unanswered_in_calm_time_breaks_property_6() -> None:
+    run = clean()
+    run.replies = [r for r in run.replies if not 600 <= r.number < 640]
+    assert "10 requests sent in calm time were never answered: #600, #604" in texts(run)
+
+
+def test_requests_unanswered_during_a_fault_are_allowed() -> None:
+    run = with_fault(clean(), 5.5, 6.5)
+    run.replies = [r for r in run.replies if not 600 <= r.number < 640]
+    assert ck.check_replies(run) == []
 
 
 # ---------------------------------------------------------------- harness, helpers

@@ -3,9 +3,8 @@
 A plain datagram goes to each of the feed's ``send_to``; a DATA envelope (what
 ``vipcast.Sender`` writes) names its own destination per record. A backup drops
 and counts them: in hot standby both servers compute, only the master speaks.
-"The master" is the node that holds the VIPs *and* that its own election sees as
-master: during a planned handover the old master keeps relaying until traffic has
-moved, but stops replying as soon as it hears the new one, so a reply leaves once.
+"The master" here is the node that holds the VIPs and whose own relay's session is
+being delivered (:mod:`vipcast.core.replies`), so each reply leaves once.
 """
 
 from __future__ import annotations

@@ -15,13 +15,14 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from vipcast import config
 from vipcast.config import Config
 from vipcast.core import envelope as env
-from vipcast.core import timing
+from vipcast.core import replies, timing
 from vipcast.core.relay_session import DrainWatch, end_times
 from vipcast.daemon import guard, scheduling
 from vipcast.daemon.dataplane.deliver import Delivery
@@ -79,7 +80,9 @@ class Dataplane:
         # our own envelopes go straight to our receiver, not back through the kernel
         self.fanout.deliver_locally(self._on_local_envelopes, (source, cfg.cluster.port))
         self.outbounds = [
-            Outbound(f, self.relays[f.feed_id], self.stats[f.feed_id], self.speaking)
+            Outbound(
+                f, self.relays[f.feed_id], self.stats[f.feed_id], partial(self.speaking, f.feed_id)
+            )
             for f in cfg.feeds
             if f.outbound
         ]
@@ -193,9 +196,14 @@ class Dataplane:
                 self._send_repeated(ends)
             self.emit("relay", "relaying stopped (end of session sent)")
 
-    def speaking(self) -> bool:
-        """Replies leave from here: we hold the VIPs and our election sees us as master."""
-        return self.master and self.receiver.leader == relay_host(self.source)
+    def speaking(self, feed: int) -> bool:
+        """Replies on ``feed`` leave from here (the rule: :mod:`vipcast.core.replies`)."""
+        return replies.answers(
+            holds_vips=self.master,
+            delivering=self.receiver.sequencer.session(feed),
+            own_session=self.relays[feed].session,
+            leads=self.receiver.leader == relay_host(self.source),
+        )
 
     def set_leader(self, address: str | None) -> None:
         """The election sees ``address`` as master (None: nobody)."""
