@@ -94,6 +94,7 @@ install:
 	sed $(UNIT_PATHS) packaging/vipcast.service > $(DESTDIR)$(UNITDIR)/vipcast.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/vipcast.service
 	install -m 644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	install -m 644 packaging/prometheus/vipcast-rules.yml packaging/grafana/vipcast.json packaging/wireshark/vipcast.lua $(DESTDIR)$(DOCDIR)/
 	install -m 644 examples/node.toml $(DESTDIR)$(SYSCONFDIR)/vipcast/node.toml.example
 	@if [ -z "$(DESTDIR)" ] && [ -n "$(SYSTEM_USER)" ] && [ "$$(id -u)" = 0 ] && ! id -u $(SYSTEM_USER) >/dev/null 2>&1; then \
 	  useradd --system --no-create-home --home-dir / --shell /usr/sbin/nologin $(SYSTEM_USER); \

@@ -76,6 +76,8 @@ def test_the_installed_unit_passes_systemd_analyze_verify(installed: dict[str, P
     doc = unit_value(unit, "Documentation").removeprefix("file://")
     assert Path(doc).is_file(), doc  # the docs are where the unit says
     assert (installed["SYSCONFDIR"] / "vipcast" / "node.toml.example").is_file()
+    for shipped in ("vipcast-rules.yml", "vipcast.json", "vipcast.lua"):  # alerts, dashboard
+        assert (installed["DOCDIR"] / shipped).is_file(), shipped  # and dissector, with the docs
     done = run("systemd-analyze", "verify", str(unit))
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "", done.stderr
