@@ -35,6 +35,7 @@ class Message:
     session: int  # changes at each takeover
     sequence: int  # 1, 2, 3, ... within a session, gap-free
     timestamp_ns: int  # when the relay received it, ns since 1970 (relay's clock)
+    term: int = 0  # the fencing term its relay held (etcd backend; 0 with VRRP)
 
     @property
     def timestamp(self) -> float:
@@ -85,8 +86,9 @@ class Receiver:
             return []
         if not isinstance(msg, env.Data):
             return []
+        where = (msg.feed, msg.session)
         return [
-            Message(d.src, d.dst, d.payload, msg.feed, msg.session, msg.first_seq + i, d.ingress_ns)
+            Message(d.src, d.dst, d.payload, *where, msg.first_seq + i, d.ingress_ns, msg.term)
             for i, d in enumerate(msg.datagrams)
         ]
 

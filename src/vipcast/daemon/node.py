@@ -51,7 +51,7 @@ LIVE_SETTINGS = (
     "notify",
     "notify_timeout",
 )
-IGNORED_REASONS = ("not_leader", "implausible", "withdrawn", "wrong_relay")  # FeedStats names
+IGNORED_REASONS = ("not_leader", "implausible", "withdrawn", "wrong_relay", "fenced")  # FeedStats
 
 
 class Node:
