@@ -109,12 +109,20 @@ class Sender:
         family = socket.AF_INET6 if ":" in outbound[0] else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.outbound = outbound
+        self.feed = feed
         self._framer = env.DataFramer(feed, 0, 1)
         self._seq = 0
 
-    def send(self, payload: bytes, destination: Endpoint) -> None:
-        """Ask the master to send ``payload`` from VIP:port to ``destination``."""
+    def send(self, payload: bytes, destination: Endpoint, *, term: int = 0) -> None:
+        """Ask the master to send ``payload`` from VIP:port to ``destination``.
+
+        ``term``: the :attr:`Message.term` of the request this answers. A reply with a
+        term leaves only while this node's relay holds that very term (etcd backend):
+        a request relayed under a deposed leader is answered by nobody else.
+        """
         self._seq += 1
+        if self._framer.term != term:
+            self._framer = env.DataFramer(self.feed, 0, 1, term=term)
         record = env.encode_record(env.Datagram(("0.0.0.0", 0), destination, payload, 0))
         self.sock.sendto(self._framer.frame(self._seq, [record]), self.outbound)
 

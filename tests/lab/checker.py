@@ -21,7 +21,11 @@ The properties (numbered as in the campaign's brief):
 5. One address, one master: after each heal exactly one node holds the VIP and the
    router's ARP entry points at it; no node is MASTER without the VIP or holds it while
    not MASTER for longer than ``vip_tolerance``.
-6. Replies once outside a split: a hook (:func:`check_replies`), empty for now.
+6. Replies once: no request answered twice at the remote sender (``Run.replies``: the
+   count of replies per request number, when the run recorded them).
+10. One term at a time (etcd fencing): the datagrams relayed under each term, by the
+   relay's ingress time, end before the first one relayed under a higher term begins,
+   and no sender's number is delivered under two terms. Term 0 (VRRP) is not judged.
 
 Roles (issue 13), from :class:`RoleRun`, checked by :func:`check_roles`:
 
@@ -38,6 +42,7 @@ Times are ``time.monotonic()`` seconds; texts show them relative to ``Run.t0``.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +63,8 @@ class Delivery:
     seq: int
     number: int  # the sender's number in the payload
     at: float
+    term: int = 0  # the fencing term it was relayed under (0: VRRP, or not recorded)
+    ingress_ns: int = 0  # when its relay received it (Unix ns: one clock in the lab)
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,7 @@ class Run:
     addr_samples: list[AddrSample] = field(default_factory=list)
     arp_samples: list[ArpSample] = field(default_factory=list)
     macs: dict[str, str] = field(default_factory=dict)  # node -> its LAN interface's MAC
-    replies: list[Any] = field(default_factory=list)  # property 6's records, when it has any
+    replies: dict[int, int] = field(default_factory=dict)  # request number -> replies seen
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,7 @@ PROPERTY_NAMES = {
     7: "one copy of each master role",
     8: "no orphan processes",
     9: "no flapping",
+    10: "one term at a time",
 }
 
 
@@ -693,8 +701,45 @@ def _state_matches_vip(run: Run) -> list[Violation]:
 
 
 def check_replies(run: Run) -> list[Violation]:
-    """Property 6 (replies sent once outside a split): a hook; nothing recorded yet."""
-    return []
+    """Property 6: no request answered more than once (where replies were counted)."""
+    twice = sorted(n for n, count in run.replies.items() if count > 1)
+    if not twice:
+        return []
+    shown = ", ".join(f"#{n} x{run.replies[n]}" for n in twice[:EXAMPLES])
+    return [Violation(6, "remote", f"{len(twice)} requests answered more than once: {shown}")]
+
+
+def term_spans(run: Run) -> dict[int, tuple[int, int]]:
+    """Per non-zero term, the first and last relay ingress time (ns) of what apps got."""
+    spans: dict[int, tuple[int, int]] = {}
+    for node in run.nodes.values():
+        for d in node.deliveries:
+            if d.term:
+                lo, hi = spans.get(d.term, (d.ingress_ns, d.ingress_ns))
+                spans[d.term] = (min(lo, d.ingress_ns), max(hi, d.ingress_ns))
+    return spans
+
+
+def check_terms(run: Run) -> list[Violation]:
+    """Property 10: relayed terms never overlap; no number is relayed under two terms."""
+    found: list[Violation] = []
+    spans = sorted(term_spans(run).items())
+    for (old, (_, old_end)), (new, (new_start, _)) in itertools.pairwise(spans):
+        if old_end >= new_start:
+            overlap = (old_end - new_start) / 1e9
+            found.append(
+                Violation(10, "cluster", f"term {old} relayed {overlap:.3f} s into term {new}")
+            )
+    terms: dict[int, set[int]] = {}
+    for node in run.nodes.values():
+        for d in node.deliveries:
+            if d.term and d.number < FOREIGN_NUMBER:
+                terms.setdefault(d.number, set()).add(d.term)
+    twice = sorted(n for n, ts in terms.items() if len(ts) > 1)
+    if twice:
+        shown = ", ".join(f"#{n} {sorted(terms[n])}" for n in twice[:EXAMPLES])
+        found.append(Violation(10, "cluster", f"numbers relayed under two terms: {shown}"))
+    return found
 
 
 CHECKS: tuple[Callable[[Run], list[Violation]], ...] = (
@@ -705,6 +750,7 @@ CHECKS: tuple[Callable[[Run], list[Violation]], ...] = (
     check_agreement,
     check_vip,
     check_replies,
+    check_terms,
 )
 
 

@@ -247,7 +247,7 @@ class Cluster:
             records[name] = checker.NodeRecord(
                 name,
                 deliveries=[
-                    checker.Delivery(int(s), int(q), int(n), float(t)) for s, q, n, t in apps[i]
+                    checker.Delivery(int(s), int(q), int(n), float(t)) for s, q, n, t, *_ in apps[i]
                 ],
                 gaps=[_gap(e) for e in rec.of_kind("gap")],
                 splits=[_split(e) for e in rec.of_kind("split_brain")],

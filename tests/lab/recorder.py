@@ -2,13 +2,17 @@
 
 Two programs, each run as its own process inside a namespace::
 
-    python -m tests.lab.recorder app PORT --out FILE      # an app on a node (envelope mode)
-    python -m tests.lab.recorder send HOST PORT --count N --rate R --out FILE
+    python -m tests.lab.recorder app PORT --out FILE [--reply OUTBOUND_PORT]
+    python -m tests.lab.recorder send HOST PORT --count N --rate R --out FILE [--replies]
 
 The app decodes each one-record envelope the node delivers and keeps
-[session, seq, number, arrival monotonic time]; the sender numbers its payloads
-0..N-1 and keeps, every ``MARK_EVERY`` numbers, the time just before it sent that
-number. Both write JSON on SIGTERM (the sender also when it is done).
+[session, seq, number, arrival monotonic time, term, relay's ingress Unix ns]; with
+``--reply`` it answers each datagram through the feed's outbound port
+(``vipcast.Sender``, naming the request's term) with the request's number. The sender
+numbers its payloads 0..N-1 and keeps, every ``MARK_EVERY`` numbers, the time just
+before it sent that number; with ``--replies`` it also counts the replies to each
+number (read on its own socket, and for ``REPLY_LINGER`` s after the last send). Both
+write JSON on SIGTERM (the sender also when it is done).
 
 In the test process: :class:`EventsRecorder` (a thread reading a node's ``events``
 stream, reconnecting after a restart) and :class:`Sampler` (threads sampling every
@@ -39,6 +43,7 @@ PACE = 0.001  # the sender's pacing tick
 SAMPLE_INTERVAL = 0.02
 STATUS_TIMEOUT = 0.2
 RECONNECT_INTERVAL = 0.05
+REPLY_LINGER = 1.0  # s the sender keeps reading replies after its last send
 
 
 # ---------------------------------------------------------------- the programs
@@ -50,8 +55,11 @@ def _on_sigterm() -> list[int]:
     return stop
 
 
-def app(port: int, out: Path) -> None:
+def app(port: int, out: Path, reply: int | None = None) -> None:
+    from vipcast.api import Sender
     from vipcast.core import envelope as env
+
+    answer = None if reply is None else Sender(("127.0.0.1", reply))
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
@@ -77,14 +85,19 @@ def app(port: int, out: Path) -> None:
             continue
         for i, d in enumerate(msg.datagrams):
             number = NUMBER.unpack_from(d.payload)[0] if len(d.payload) >= NUMBER.size else -1
-            records.append([msg.session, msg.first_seq + i, number, now])
+            records.append([msg.session, msg.first_seq + i, number, now, msg.term, d.ingress_ns])
+            if answer is not None and number >= 0:
+                answer.send(NUMBER.pack(number), d.src, term=msg.term)
     out.write_text(json.dumps({"records": records, "undecodable": bad}))
 
 
-def send(host: str, port: int, count: int, rate: float, out: Path) -> None:
+def send(host: str, port: int, count: int, rate: float, out: Path, replies: bool = False) -> None:
     """Numbers 0..count-1 at ``rate``/s, paced per millisecond; bounded in count."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.setblocking(False)
+    answered: dict[int, int] = {}
     pad = bytes(PAYLOAD_SIZE - NUMBER.size)
     marks: list[list[float]] = []
     stop = _on_sigterm()
@@ -98,7 +111,28 @@ def send(host: str, port: int, count: int, rate: float, out: Path) -> None:
                 sock.sendto(NUMBER.pack(i) + pad, (host, port))  # a dead route is a fault
             i += 1
         time.sleep(PACE)
-    out.write_text(json.dumps({"count": i, "marks": marks, "end": time.monotonic()}))
+        if replies:
+            _read_replies(sock, answered)
+    end = time.monotonic()
+    while replies and not stop and time.monotonic() < end + REPLY_LINGER:
+        time.sleep(PACE)
+        _read_replies(sock, answered)
+    result = {"count": i, "marks": marks, "end": end, "replies": answered}
+    out.write_text(json.dumps(result))
+
+
+def _read_replies(sock: socket.socket, answered: dict[int, int]) -> None:
+    """Count the replies waiting, by the number they answer."""
+    while True:
+        try:
+            data = sock.recv(2048)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # an ICMP error from an earlier send: nothing to count
+        if len(data) >= NUMBER.size:
+            number = NUMBER.unpack_from(data)[0]
+            answered[number] = answered.get(number, 0) + 1
 
 
 def main() -> int:
@@ -108,11 +142,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--reply", type=int, help="app: answer through this outbound port")
+    parser.add_argument("--replies", action="store_true", help="send: count the replies")
     a = parser.parse_args()
     if a.mode == "app":
-        app(int(a.args[0]), a.out)
+        app(int(a.args[0]), a.out, a.reply)
     else:
-        send(a.args[0], int(a.args[1]), a.count, a.rate, a.out)
+        send(a.args[0], int(a.args[1]), a.count, a.rate, a.out, a.replies)
     return 0
 
 
