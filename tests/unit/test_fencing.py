@@ -174,3 +174,18 @@ def test_no_forged_term_fences_the_real_leader_without_keys(forged: list[int]) -
     assert deliver(seqr, under(T1, data(A, 4)), 100 * MS) == [(A, 4)]
     assert seqr.term(FEED) == T1
     assert seqr.counters(FEED).fenced == sum(term < T1 for term in forged)
+
+
+def test_the_relay_stamps_its_sessions_term_on_everything_it_states() -> None:
+    from vipcast.core.relay_session import RelaySession
+
+    relay = RelaySession(FEED, NODE_A)
+    relay.start(unix_ns=1 << 60, now=0, term=T2)
+    relay.number(3, now=1)
+    beat = relay.heartbeat(now=10**9)
+    closing = relay.closing()
+    end = relay.stop(now=10**9 + 1)
+    assert beat is not None and closing is not None and end is not None
+    assert (beat.term, closing.term, end.term) == (T2, T2, T2)
+    relay.start(unix_ns=1 << 60, now=2 * 10**9)  # the next session, unfenced (VRRP)
+    assert relay.closing() == replace(closing, session=relay.session, last_seq=0, term=0)
