@@ -185,7 +185,9 @@ def test_the_relay_stamps_its_sessions_term_on_everything_it_states() -> None:
     beat = relay.heartbeat(now=10**9)
     closing = relay.closing()
     end = relay.stop(now=10**9 + 1)
-    assert beat is not None and closing is not None and end is not None
+    assert beat is not None
+    assert closing is not None
+    assert end is not None
     assert (beat.term, closing.term, end.term) == (T2, T2, T2)
     relay.start(unix_ns=1 << 60, now=2 * 10**9)  # the next session, unfenced (VRRP)
     assert relay.closing() == replace(closing, session=relay.session, last_seq=0, term=0)
