@@ -35,6 +35,7 @@ class Message:
     session: int  # changes at each takeover
     sequence: int  # 1, 2, 3, ... within a session, gap-free
     timestamp_ns: int  # when the relay received it, ns since 1970 (relay's clock)
+    term: int = 0  # the fencing term its relay held (etcd backend; 0 with VRRP)
 
     @property
     def timestamp(self) -> float:
@@ -85,8 +86,9 @@ class Receiver:
             return []
         if not isinstance(msg, env.Data):
             return []
+        where = (msg.feed, msg.session)
         return [
-            Message(d.src, d.dst, d.payload, msg.feed, msg.session, msg.first_seq + i, d.ingress_ns)
+            Message(d.src, d.dst, d.payload, *where, msg.first_seq + i, d.ingress_ns, msg.term)
             for i, d in enumerate(msg.datagrams)
         ]
 
@@ -107,12 +109,20 @@ class Sender:
         family = socket.AF_INET6 if ":" in outbound[0] else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.outbound = outbound
+        self.feed = feed
         self._framer = env.DataFramer(feed, 0, 1)
         self._seq = 0
 
-    def send(self, payload: bytes, destination: Endpoint) -> None:
-        """Ask the master to send ``payload`` from VIP:port to ``destination``."""
+    def send(self, payload: bytes, destination: Endpoint, *, term: int = 0) -> None:
+        """Ask the master to send ``payload`` from VIP:port to ``destination``.
+
+        ``term``: the :attr:`Message.term` of the request this answers. A reply with a
+        term leaves only while this node's relay holds that very term (etcd backend):
+        a request relayed under a deposed leader is answered by nobody else.
+        """
         self._seq += 1
+        if self._framer.term != term:
+            self._framer = env.DataFramer(self.feed, 0, 1, term=term)
         record = env.encode_record(env.Datagram(("0.0.0.0", 0), destination, payload, 0))
         self.sock.sendto(self._framer.frame(self._seq, [record]), self.outbound)
 

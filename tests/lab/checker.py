@@ -25,6 +25,9 @@ The properties (numbered as in the campaign's brief):
    is answered twice unless two nodes were MASTER around then (a split, which property 4
    requires to be reported); in fault-free time every request some app received is
    answered (the apps answer every ``Run.reply_every``-th number).
+10. One term at a time (etcd fencing): the datagrams relayed under each term, by the
+   relay's ingress time, end before the first one relayed under a higher term begins,
+   and no sender's number is delivered under two terms. Term 0 (VRRP) is not judged.
 
 Roles (issue 13), from :class:`RoleRun`, checked by :func:`check_roles`:
 
@@ -41,6 +44,7 @@ Times are ``time.monotonic()`` seconds; texts show them relative to ``Run.t0``.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +65,8 @@ class Delivery:
     seq: int
     number: int  # the sender's number in the payload
     at: float
+    term: int = 0  # the fencing term it was relayed under (0: VRRP, or not recorded)
+    ingress_ns: int = 0  # when its relay received it (Unix ns: one clock in the lab)
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,7 @@ PROPERTY_NAMES = {
     7: "one copy of each master role",
     8: "no orphan processes",
     9: "no flapping",
+    10: "one term at a time",
 }
 
 
@@ -777,6 +784,39 @@ def _replies_missing(run: Run) -> list[Violation]:
     return [Violation(6, "cluster", text, t)]
 
 
+def term_spans(run: Run) -> dict[int, tuple[int, int]]:
+    """Per non-zero term, the first and last relay ingress time (ns) of what apps got."""
+    spans: dict[int, tuple[int, int]] = {}
+    for node in run.nodes.values():
+        for d in node.deliveries:
+            if d.term:
+                lo, hi = spans.get(d.term, (d.ingress_ns, d.ingress_ns))
+                spans[d.term] = (min(lo, d.ingress_ns), max(hi, d.ingress_ns))
+    return spans
+
+
+def check_terms(run: Run) -> list[Violation]:
+    """Property 10: relayed terms never overlap; no number is relayed under two terms."""
+    found: list[Violation] = []
+    spans = sorted(term_spans(run).items())
+    for (old, (_, old_end)), (new, (new_start, _)) in itertools.pairwise(spans):
+        if old_end >= new_start:
+            overlap = (old_end - new_start) / 1e9
+            found.append(
+                Violation(10, "cluster", f"term {old} relayed {overlap:.3f} s into term {new}")
+            )
+    terms: dict[int, set[int]] = {}
+    for node in run.nodes.values():
+        for d in node.deliveries:
+            if d.term and d.number < FOREIGN_NUMBER:
+                terms.setdefault(d.number, set()).add(d.term)
+    twice = sorted(n for n, ts in terms.items() if len(ts) > 1)
+    if twice:
+        shown = ", ".join(f"#{n} {sorted(terms[n])}" for n in twice[:EXAMPLES])
+        found.append(Violation(10, "cluster", f"numbers relayed under two terms: {shown}"))
+    return found
+
+
 CHECKS: tuple[Callable[[Run], list[Violation]], ...] = (
     check_harness,
     check_liveness,
@@ -785,6 +825,7 @@ CHECKS: tuple[Callable[[Run], list[Violation]], ...] = (
     check_agreement,
     check_vip,
     check_replies,
+    check_terms,
 )
 
 

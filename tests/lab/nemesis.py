@@ -2,8 +2,8 @@
 
 :func:`start_cluster` builds the system under test in a site: node1 (priority 150) and
 node2 (100), one feed in envelope mode, a recorder app on each node that answers
-through the feed's outbound port, a remote sender through the router to the VIP and a
-reply sink beside it, an events recorder per node, the state/VIP sampler, and
+through the feed's outbound port, a remote sender through the router to the VIP that
+keeps the answers, an events recorder per node, the state/VIP sampler, and
 an intruder host on the LAN (198.18.0.50) that listens to the cluster's group so it can
 forge envelopes that matter (the current session, the next sequence numbers).
 
@@ -47,7 +47,6 @@ from vipcast.lab.site import REMOTE, ROUTER_LAN, VIP, Host, Site, node_address
 FEED_PORT = 8600
 APP_PORT = 9600
 OUTBOUND_PORT = 9601  # the apps' answers, on each node's loopback
-REPLY_PORT = 9700  # the reply sink, on the remote
 CLUSTER_PORT = 8601
 GROUP = "239.255.86.1"
 VRRP_GROUP = "224.0.0.18"
@@ -131,11 +130,10 @@ class Spy:
 class AppProcess:
     proc: NsProcess
     out: Path
-    key: str = "records"
 
     def result(self) -> list[list[Any]]:
         self.proc.stop()
-        return list(json.loads(self.out.read_text())[self.key])
+        return list(json.loads(self.out.read_text())["records"])
 
 
 @dataclass
@@ -151,7 +149,6 @@ class Cluster:
     sender: NsProcess
     sender_out: Path
     advert_interval: float
-    reply_sink: AppProcess
     reply_every: int = REPLY_EVERY
     t0: float = 0.0
     faults: list[checker.Fault] = field(default_factory=list)
@@ -208,7 +205,6 @@ class Cluster:
         self._wait_settled()
         finals = {i: self._feed(n) for i, n in self.nodes.items()}
         apps = {i: a.result() for i, a in self.apps.items()}
-        replies = self.reply_sink.result()
         self.sampler.close()
         for rec in self.events.values():
             rec.close()
@@ -219,7 +215,8 @@ class Cluster:
         )
         run = self._run(apps, finals, sender, end)
         run.replies = [
-            checker.Reply(int(n), str(o), (str(h), int(p)), float(t)) for n, o, h, p, t in replies
+            checker.Reply(int(n), str(o), (str(h), int(p)), float(t))
+            for n, o, h, p, t in log["replies"]
         ]
         run.reply_source, run.reply_every = (VIP, FEED_PORT), self.reply_every
         return run
@@ -259,7 +256,7 @@ class Cluster:
             records[name] = checker.NodeRecord(
                 name,
                 deliveries=[
-                    checker.Delivery(int(s), int(q), int(n), float(t)) for s, q, n, t in apps[i]
+                    checker.Delivery(int(s), int(q), int(n), float(t)) for s, q, n, t, *_ in apps[i]
                 ],
                 gaps=[_gap(e) for e in rec.of_kind("gap")],
                 splits=[_split(e) for e in rec.of_kind("split_brain")],
@@ -334,7 +331,6 @@ def start_cluster(
             "deliver": [f"127.0.0.1:{APP_PORT}"],
             "mode": "envelope",
             "outbound": f"127.0.0.1:{OUTBOUND_PORT}",
-            "send_to": [f"{REMOTE}:{REPLY_PORT}"],
         }
     ]
     cluster_cfg = {"group": f"{GROUP}:{CLUSTER_PORT}", **(cluster or {})}
@@ -350,7 +346,6 @@ def start_cluster(
     nodes[1].wait_state("MASTER")
     nodes[2].wait_state("BACKUP")
     apps = {i: start_app(site, i, reply_every) for i in nodes}
-    reply_sink = start_reply_sink(site)
     nodes_ref = nodes  # the dict a restart updates: recorders follow it
     events = {i: EventsRecorder(f"node{i}", lambda i=i: nodes_ref[i].socket) for i in nodes}
     sampler = Sampler(
@@ -373,6 +368,7 @@ def start_cluster(
             str(int(rate * max_seconds)),
             "--rate",
             str(rate),
+            "--replies",
             "--out",
             str(out),
         ],
@@ -390,7 +386,6 @@ def start_cluster(
         sender,
         out,
         advert_interval,
-        reply_sink,
         reply_every,
     )
     for i in nodes:
@@ -413,14 +408,6 @@ def start_app(site: Site, i: int, reply_every: int = REPLY_EVERY) -> AppProcess:
     )
     wait_until(lambda: out.with_suffix(".ready").exists(), 10, what="app ready")
     return AppProcess(proc, out)
-
-
-def start_reply_sink(site: Site) -> AppProcess:
-    out = site.lab.workdir / f"replies-{len(site.lab.processes)}.json"
-    args = ["replies", REMOTE, str(REPLY_PORT), "--out", str(out)]
-    proc = site.remote.spawn([sys.executable, "-m", "tests.lab.recorder", *args], name="replies")
-    wait_until(lambda: out.with_suffix(".ready").exists(), 10, what="reply sink ready")
-    return AppProcess(proc, out, key="replies")
 
 
 # ---------------------------------------------------------------- nftables and bridges

@@ -2,18 +2,20 @@
 
 Two programs, each run as its own process inside a namespace::
 
-    python -m tests.lab.recorder app PORT --out FILE [--reply PORT --name NODE]
-    python -m tests.lab.recorder send HOST PORT --count N --rate R --out FILE
-    python -m tests.lab.recorder replies HOST PORT --out FILE
+    python -m tests.lab.recorder app PORT --out FILE [--reply OUTBOUND_PORT --name NODE]
+    python -m tests.lab.recorder send HOST PORT --count N --rate R --out FILE [--replies]
 
-The app decodes each one-record envelope the node delivers and keeps [session, seq,
-number, arrival monotonic time]; with ``--reply`` it answers every ``--reply-every``-th
-number (default ``REPLY_EVERY``) as a hot-standby app does (each node's app answers;
-only the master's answer may leave), sending the number and its node's name to the
-feed's outbound port. The sender numbers its payloads 0..N-1 and keeps, every
-``MARK_EVERY`` numbers, the time just before it sent that number. The reply sink, on
-the remote, keeps [number, answering node, source address, source port, arrival time]
-of every reply. Each writes JSON on SIGTERM (the sender also when it is done).
+The app decodes each one-record envelope the node delivers and keeps
+[session, seq, number, arrival monotonic time, term, relay's ingress Unix ns]; with
+``--reply`` it answers every ``--reply-every``-th number as a hot-standby app does (each
+node's app answers; only the master's answer may leave): through the feed's outbound
+port to the request's sender (``vipcast.Sender``, naming the request's term), with the
+request's number and its node's name. The sender numbers its payloads 0..N-1 and keeps,
+every ``MARK_EVERY`` numbers, the time just before it sent that number; with
+``--replies`` it also keeps every reply it gets, as [number, answering node, source
+address, source port, arrival time] (read on its own socket, and for ``REPLY_LINGER`` s
+after the last send unless stopped). Both write JSON on SIGTERM (the sender also when
+it is done).
 
 In the test process: :class:`EventsRecorder` (a thread reading a node's ``events``
 stream, reconnecting after a restart) and :class:`Sampler` (threads sampling every
@@ -40,11 +42,12 @@ from typing import Any
 NUMBER = struct.Struct("!Q")
 PAYLOAD_SIZE = 64
 MARK_EVERY = 20
-REPLY_EVERY = 4  # the app answers numbers divisible by this
 PACE = 0.001  # the sender's pacing tick
 SAMPLE_INTERVAL = 0.02
 STATUS_TIMEOUT = 0.2
 RECONNECT_INTERVAL = 0.05
+REPLY_LINGER = 1.0  # s the sender keeps reading replies after its last send
+REPLY_EVERY = 4  # by default the app answers numbers divisible by this
 
 
 # ---------------------------------------------------------------- the programs
@@ -57,15 +60,18 @@ def _on_sigterm() -> list[int]:
 
 
 def app(
-    port: int, out: Path, reply_port: int | None = None, name: str = "", every: int = REPLY_EVERY
+    port: int, out: Path, reply: int | None = None, name: str = "", every: int = REPLY_EVERY
 ) -> None:
+    from vipcast.api import Sender
     from vipcast.core import envelope as env
+
+    answer = None if reply is None else Sender(("127.0.0.1", reply))
+    tag = name.encode()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
     sock.bind(("127.0.0.1", port))
     sock.settimeout(0.05)
-    answer = _replier(reply_port, name, every)
     records: list[list[Any]] = []
     bad = 0
     stop = _on_sigterm()
@@ -86,52 +92,20 @@ def app(
             continue
         for i, d in enumerate(msg.datagrams):
             number = NUMBER.unpack_from(d.payload)[0] if len(d.payload) >= NUMBER.size else -1
-            records.append([msg.session, msg.first_seq + i, number, now])
-            answer(number)
+            records.append([msg.session, msg.first_seq + i, number, now, msg.term, d.ingress_ns])
+            if answer is not None and number >= 0 and number % every == 0:
+                with contextlib.suppress(OSError):  # a daemon restarting: no outbound port
+                    answer.send(NUMBER.pack(number) + tag, d.src, term=msg.term)
     out.write_text(json.dumps({"records": records, "undecodable": bad}))
 
 
-def _replier(port: int | None, name: str, every: int) -> Callable[[int], None]:
-    """What the app does with a number: answer it on the outbound port, or nothing."""
-    if port is None:
-        return lambda number: None
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    tag = name.encode()
-
-    def answer(number: int) -> None:
-        if number >= 0 and number % every == 0:
-            with contextlib.suppress(OSError):  # a daemon being restarted: no outbound port
-                sock.sendto(NUMBER.pack(number) + tag, ("127.0.0.1", port))
-
-    return answer
-
-
-def replies(host: str, port: int, out: Path) -> None:
-    """Every reply that reaches the remote: [number, node, source host, source port, at]."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    sock.bind((host, port))
-    sock.settimeout(0.05)
-    records: list[list[Any]] = []
-    stop = _on_sigterm()
-    out.with_suffix(".ready").write_text("ready")
-    while not stop:
-        try:
-            data, (src, sport) = sock.recvfrom(2048)
-        except (TimeoutError, InterruptedError):
-            continue
-        if len(data) >= NUMBER.size:
-            number = NUMBER.unpack_from(data)[0]
-            records.append(
-                [number, data[NUMBER.size :].decode(errors="replace"), src, sport, time.monotonic()]
-            )
-    out.write_text(json.dumps({"replies": records}))
-
-
-def send(host: str, port: int, count: int, rate: float, out: Path) -> None:
+def send(host: str, port: int, count: int, rate: float, out: Path, replies: bool = False) -> None:
     """Numbers 0..count-1 at ``rate``/s, paced per millisecond; bounded in count."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.setblocking(False)
+    answered: list[list[Any]] = []
     pad = bytes(PAYLOAD_SIZE - NUMBER.size)
     marks: list[list[float]] = []
     stop = _on_sigterm()
@@ -145,26 +119,46 @@ def send(host: str, port: int, count: int, rate: float, out: Path) -> None:
                 sock.sendto(NUMBER.pack(i) + pad, (host, port))  # a dead route is a fault
             i += 1
         time.sleep(PACE)
-    out.write_text(json.dumps({"count": i, "marks": marks, "end": time.monotonic()}))
+        if replies:
+            _read_replies(sock, answered)
+    end = time.monotonic()
+    while replies and not stop and time.monotonic() < end + REPLY_LINGER:
+        time.sleep(PACE)
+        _read_replies(sock, answered)
+    result = {"count": i, "marks": marks, "end": end, "replies": answered}
+    out.write_text(json.dumps(result))
+
+
+def _read_replies(sock: socket.socket, answered: list[list[Any]]) -> None:
+    """Keep the replies waiting: [number, node, source address, source port, arrival]."""
+    while True:
+        try:
+            data, (src, sport) = sock.recvfrom(2048)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # an ICMP error from an earlier send: nothing to keep
+        if len(data) >= NUMBER.size:
+            node = data[NUMBER.size :].decode(errors="replace")
+            answered.append([NUMBER.unpack_from(data)[0], node, src, sport, time.monotonic()])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["app", "send", "replies"])
+    parser.add_argument("mode", choices=["app", "send"])
     parser.add_argument("args", nargs="+")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=1000.0)
-    parser.add_argument("--reply", type=int, help="the app answers on this outbound port")
-    parser.add_argument("--name", default="", help="the app's node, carried in its answers")
-    parser.add_argument("--reply-every", type=int, default=REPLY_EVERY)
+    parser.add_argument("--reply", type=int, help="app: answer through this outbound port")
+    parser.add_argument("--name", default="", help="app: its node, carried in its answers")
+    parser.add_argument("--reply-every", type=int, default=REPLY_EVERY, help="app")
+    parser.add_argument("--replies", action="store_true", help="send: count the replies")
     a = parser.parse_args()
     if a.mode == "app":
         app(int(a.args[0]), a.out, a.reply, a.name, a.reply_every)
-    elif a.mode == "replies":
-        replies(a.args[0], int(a.args[1]), a.out)
     else:
-        send(a.args[0], int(a.args[1]), a.count, a.rate, a.out)
+        send(a.args[0], int(a.args[1]), a.count, a.rate, a.out, a.replies)
     return 0
 
 

@@ -430,3 +430,33 @@ def test_merge_runs_and_intersect() -> None:
     assert ck.runs([5, 1, 2, 3, 7, 8]) == [(1, 3), (5, 5), (7, 8)]
     assert ck.merge([(1, 2), (3, 5), (9, 9)]) == [(1, 5), (9, 9)]
     assert ck.intersect([(1, 5), (8, 12)], [(4, 9)]) == [(4, 5), (8, 9)]
+
+
+# ---------------------------------------------------------------- 10 terms
+
+
+def with_terms(run: Run, cut: int, old_end_ns: int, new_start_ns: int) -> Run:
+    """Numbers below ``cut`` relayed under term 5 (ingress up to ``old_end_ns``), the rest
+    under term 9 (from ``new_start_ns``)."""
+    for node in run.nodes.values():
+        node.deliveries = [
+            dataclasses.replace(d, term=5, ingress_ns=old_end_ns - (cut - d.number))
+            if d.number < cut
+            else dataclasses.replace(d, term=9, ingress_ns=new_start_ns + d.number - cut)
+            for d in node.deliveries
+        ]
+    return run
+
+
+def test_terms_one_after_the_other_pass_and_an_overlap_fails() -> None:
+    assert ck.check_terms(with_terms(clean(), 500, 1_000_000, 2_000_000)) == []
+    found = ck.check_terms(with_terms(clean(), 500, 3_000_000, 2_000_000))
+    assert [v.prop for v in found] == [10]
+    assert "term 5 relayed 0.001 s into term 9" in found[0].text
+
+
+def test_a_number_under_two_terms_fails() -> None:
+    run = with_terms(clean(), 500, 1_000_000, 2_000_000)
+    first = run.nodes["node1"].deliveries[0]
+    run.nodes["node2"].deliveries.append(dataclasses.replace(first, term=9, ingress_ns=3 << 40))
+    assert any("two terms" in v.text for v in ck.check_terms(run))

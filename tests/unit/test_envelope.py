@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hmac
 import ipaddress
 import itertools
@@ -53,6 +54,7 @@ KEY = b"cluster key for tests, 32 bytes!"
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFFFFFF)
 sessions = st.integers(1, U64_MAX)
+terms = st.just(0) | st.integers(0, U64_MAX)
 v4 = st.ip_addresses(v=4).map(str)
 
 
@@ -76,7 +78,8 @@ def datagrams(draw: st.DrawFn) -> Datagram:
 def data_messages(draw: st.DrawFn) -> Data:
     batch = tuple(draw(st.lists(datagrams(), min_size=1, max_size=12)))
     first = draw(st.integers(1, U64_MAX - len(batch) + 1))
-    return Data(draw(u16), draw(u32), draw(sessions), first, batch, draw(st.booleans()))
+    origin = (draw(u16), draw(u32), draw(sessions))
+    return Data(*origin, first, batch, draw(st.booleans()), draw(terms))
 
 
 @st.composite
@@ -86,14 +89,16 @@ def ranges(draw: st.DrawFn) -> tuple[int, int]:
 
 
 origin = (u16, u32, sessions)
-heartbeats = st.builds(Heartbeat, *origin, st.integers(0, U64_MAX))
-ends = st.builds(EndOfSession, *origin, st.integers(0, U64_MAX), st.integers(0, U64_MAX))
-nacks = st.builds(lambda f, n, s, r: Nack(f, n, s, r[0], r[1]), *origin, ranges())
+u64 = st.integers(0, U64_MAX)
+heartbeats = st.builds(Heartbeat, *origin, u64, st.booleans(), terms)
+ends = st.builds(EndOfSession, *origin, u64, u64, terms)
+nacks = st.builds(lambda f, n, s, r, t: Nack(f, n, s, r[0], r[1], t), *origin, ranges(), terms)
 unavailables = st.builds(
-    lambda f, n, s, r, why: Unavailable(f, n, s, r[0], r[1], why),
+    lambda f, n, s, r, why, t: Unavailable(f, n, s, r[0], r[1], why, t),
     *origin,
     ranges(),
     st.sampled_from(UnavailableReason),
+    terms,
 )
 messages = data_messages() | heartbeats | ends | nacks | unavailables
 keys = st.none() | st.just(KEY)
@@ -137,7 +142,7 @@ def test_every_message_round_trips(msg: Message, key: bytes | None) -> None:
 
 @given(data_messages())
 def test_framer_and_record_encoder_match_the_plain_encoder(msg: Data) -> None:
-    framer = DataFramer(msg.feed, msg.node, msg.session)
+    framer = DataFramer(msg.feed, msg.node, msg.session, term=msg.term)
     records = [RecordEncoder(d.dst).encode(d.payload, d.src, d.ingress_ns) for d in msg.datagrams]
     framed = framer.frame(msg.first_seq, records, retransmission=msg.retransmission)
     assert framed == encode_data(msg)
@@ -154,10 +159,11 @@ def test_records_have_the_documented_size() -> None:
 
 def test_data_header_bytes_are_as_documented() -> None:
     d4 = Datagram(("198.18.0.1", 0x1234), ("198.18.0.2", 8600), b"\xaa", 0x0102030405060708)
-    wire = encode_data(Data(0x0A0B, 0x01020304, 0x1122334455667788, 5, (d4,)))
+    msg = Data(0x0A0B, 0x01020304, 0x1122334455667788, 5, (d4,), term=0x2A)
+    wire = encode_data(msg)
     assert wire[:DATA_HEADER_SIZE].hex() == (
-        "5643" "11" "01" "20" "00" "0a0b" "01020304" "1122334455667788"
-        "0000000000000005" "0001" "0000"
+        "5643" "12" "01" "28" "00" "0a0b" "01020304" "1122334455667788"
+        "0000000000000005" "0001" "0000" "000000000000002a"
     )  # fmt: skip
     assert wire[DATA_HEADER_SIZE:].hex() == (
         "0102030405060708" "0001" "04" "00" "1234" "2198" "c6120001" "c6120002" "aa"
@@ -232,7 +238,7 @@ def test_random_bytes_raise_only_bad_envelope(data: bytes, key: bytes | None) ->
 def test_random_bodies_behind_a_valid_header_raise_only_bad_envelope(body: bytes) -> None:
     for mtype in range(7):
         for hlen, version, flags in itertools.product(
-            (20, 28, 32, 36, 40, 44, 48), (0x10, 0x11), (0, 1, 3)
+            (20, 28, 32, 36, 40, 44, 48, 52, 56), (0x10, 0x11, 0x12), (0, 1, 3)
         ):
             head = struct.pack(">2sBBBBHIQ", b"VC", version, mtype, hlen, flags, 1, 2, 3)
             with contextlib.suppress(BadEnvelope):
@@ -295,7 +301,7 @@ def test_each_rejection_names_its_reason() -> None:
     hb = encode_heartbeat(Heartbeat(1, 1, 1, 5))
     assert reason_of(hb + b"\0") == "length"
     nack = encode_nack(Nack(1, 1, 1, 5, 2))
-    assert reason_of(nack[:-4] + bytes(4)) == "count"
+    assert reason_of(nack[:28] + bytes(4) + nack[32:]) == "count"
     assert reason_of(nack[:20] + b"\xff" * 8 + nack[28:]) == "sequence"
 
 
@@ -369,8 +375,8 @@ def test_header_length_is_checked_against_the_type() -> None:
 def test_max_payload_fills_the_mtu_exactly() -> None:
     assert envelope_budget(1500) == 1472
     assert envelope_budget(1500, lan_ipv6=True) == 1452
-    assert max_payload(1500) == 1472 - 32 - 24 == 1416
-    assert max_payload(1500, addr_v6=True, auth=True) == 1472 - 32 - 48 - 12 - 16
+    assert max_payload(1500) == 1472 - 40 - 24 == 1408
+    assert max_payload(1500, addr_v6=True, auth=True) == 1472 - 40 - 48 - 12 - 16
     d = Datagram(("198.18.0.1", 1), ("198.18.0.2", 2), bytes(max_payload(1500)), 0)
     assert len(encode_data(Data(1, 1, 1, 1, (d,)))) == envelope_budget(1500)
     d = Datagram(("198.18.0.1", 1), ("198.18.0.2", 2), bytes(max_payload(1500, auth=True)), 0)
@@ -412,3 +418,29 @@ def test_a_closing_heartbeat_round_trips_with_its_flag() -> None:
     assert raw[5] & FLAG_CLOSING
     assert decode_message_untrusted(raw) == beat
     assert not decode_message_untrusted(encode_heartbeat(Heartbeat(1, 11, 1 << 40, 99))).closing
+
+
+# ---------------------------------------------------------------- the term (1.2)
+
+
+def _as_1_1(wire: bytes) -> bytes:
+    """A 1.2 envelope without AUTH rewritten as its sender before 1.2 would have sent it."""
+    hlen = wire[4]
+    return b"VC\x11" + wire[3:4] + bytes([hlen - 8]) + wire[5 : hlen - 8] + wire[hlen:]
+
+
+@given(messages)
+def test_the_term_round_trips_and_1_1_messages_read_as_term_0(msg: Message) -> None:
+    wire = encode_message(msg)
+    assert wire[2] == 0x12
+    assert int.from_bytes(wire[wire[4] - 8 : wire[4]]) == msg.term  # the header's last 8 bytes
+    assert decode_message_untrusted(wire) == msg
+    old = decode_message_untrusted(_as_1_1(wire))
+    assert old.term == 0
+    assert dataclasses.replace(old, term=msg.term) == msg
+
+
+def test_a_1_2_header_too_short_for_the_term_is_refused() -> None:
+    wire = bytearray(encode_heartbeat(Heartbeat(1, 2, 3, 4, term=5)))
+    wire[4] = 28  # the 1.0 size: no room for the term
+    assert reason_of(bytes(wire[:28])) == "length"

@@ -1,8 +1,9 @@
-"""Keyed envelopes (protocol 1.1): the auth block, key ids and rotation, anti-replay.
+"""Keyed envelopes (protocol 1.1, with 1.2's term): the auth block, key ids and rotation,
+anti-replay.
 
 The pinned vector's tag was computed with OpenSSL, not with this codec::
 
-    echo -n 564311022801...17979cfe3d85cd15 | xxd -r -p |
+    echo -n 564312023001...17979cfe3d85cd15000000000000002a | xxd -r -p |
       openssl dgst -sha256 -mac HMAC -macopt hexkey:000102...1f
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -62,26 +64,28 @@ def timed(*keys: tuple[int, bytes]) -> Verifier:
 
 
 def test_a_keyed_heartbeat_is_byte_for_byte_as_documented() -> None:
-    beat = Heartbeat(1, 7, 0x018BCFE568000007, 5)
+    beat = Heartbeat(1, 7, 0x018BCFE568000007, 5, term=0x2A)
     wire = encode_heartbeat(beat, auth=Signer(1, KEY1), now=NOW)
     assert wire.hex() == (
-        "5643" "11" "02" "28" "01" "0001" "00000007" "018bcfe568000007"  # hlen 40, AUTH
+        "5643" "12" "02" "30" "01" "0001" "00000007" "018bcfe568000007"  # hlen 48, AUTH
         "0000000000000005"  # last sequence
         "01" "000000" "17979cfe3d85cd15"  # auth block: key id 1, reserved, counter
-        "000e4df997ef54c228cf13ff8bb6165e"  # HMAC-SHA256 (OpenSSL), first 16 bytes
+        "000000000000002a"  # term 42, after the auth block (1.2)
+        "cca93c60eac55c1a9208ef64a8b6ad29"  # HMAC-SHA256 (OpenSSL), first 16 bytes
     )  # fmt: skip
     assert decode(wire, timed((1, KEY1))) == beat
 
 
 def test_the_auth_block_follows_the_fixed_fields_of_every_type() -> None:
     signer = Signer(9, KEY1)
-    data = encode_data(some_data(), auth=signer, now=NOW)
-    assert data[4] == 32 + AUTH_BLOCK_SIZE  # DATA's header length grows by the block
+    data = encode_data(replace(some_data(), term=7), auth=signer, now=NOW)
+    assert data[4] == 32 + AUTH_BLOCK_SIZE + 8  # DATA's header grows by the block and the term
     assert data[32] == 9
     assert int.from_bytes(data[36:44]) == NOW
-    nack = encode_nack(Nack(1, 2, 3, 4, 5), auth=signer, now=NOW)
-    assert nack[4] == 32 + AUTH_BLOCK_SIZE
-    assert len(nack) == 32 + AUTH_BLOCK_SIZE + AUTH_TAG_SIZE
+    assert int.from_bytes(data[44:52]) == 7  # the term follows the auth block
+    nack = encode_nack(Nack(1, 2, 3, 4, 5, term=7), auth=signer, now=NOW)
+    assert nack[4] == 32 + AUTH_BLOCK_SIZE + 8
+    assert len(nack) == 32 + AUTH_BLOCK_SIZE + 8 + AUTH_TAG_SIZE
     assert nack[-AUTH_TAG_SIZE:] == hmac.digest(KEY1, nack[:-AUTH_TAG_SIZE], "sha256")[:16]
 
 
@@ -132,13 +136,13 @@ def test_a_version_1_0_tag_is_refused_naming_the_upgrade() -> None:
 
 
 @given(messages, st.booleans())
-def test_a_1_0_node_still_reads_1_1_envelopes(msg: Message, keyed: bool) -> None:
-    """The minor bump's promise: a node not yet upgraded decodes (and, with the same
-    key bytes, verifies) what an upgraded one sends; the auth block is a header field
-    it skips."""
+def test_a_1_0_node_still_reads_1_2_envelopes(msg: Message, keyed: bool) -> None:
+    """The minor bumps' promise: a node not yet upgraded decodes (and, with the same
+    key bytes, verifies) what an upgraded one sends; the auth block and the term are
+    header fields it skips."""
     wire = encode_message(msg, auth=Signer(1, KEY1) if keyed else None, now=NOW)
     decoded = v10.decode_message_untrusted(wire, key=KEY1 if keyed else None)
-    assert repr(decoded).replace("v10.", "") == repr(msg)
+    assert repr(decoded).replace("v10.", "") == repr(msg).replace(f", term={msg.term})", ")")
 
 
 # ---------------------------------------------------------------- replay
@@ -178,7 +182,7 @@ def test_rejected_messages_do_not_move_the_replay_state() -> None:
     assert decode(real, v).last_seq == 1  # type: ignore[union-attr]
     # a key holder's message that does not decode (a bad record family, tag valid)
     message = bytearray(encode_data(some_data(), auth=Signer(1, KEY1), now=NOW + 5)[:-16])
-    message[44 + 10] = 5  # the first record's family: header 32 + auth block 12, offset 10
+    message[52 + 10] = 5  # the first record's family: header 32 + auth 12 + term 8, offset 10
     sealed = bytes(message) + hmac.digest(KEY1, bytes(message), "sha256")[:16]
     assert reason(sealed, v) == "address"
     assert v.replay.highest(7) == NOW + 1  # neither the forgery nor the malformed one counted

@@ -1,14 +1,14 @@
 """packaging/wireshark/vipcast.lua in tshark, on envelopes of every type and version.
 
-The messages are made by the product's codec (1.1), the frozen 1.0 codec, and a 1.2
-term inserted as TERM.md lays it out; tshark reads them from a pcap and prints the
+The messages are made by the product's codec (1.2), the frozen 1.0 codec, and 1.1
+(a 1.2 message without its term); tshark reads them from a pcap and prints the
 dissector's fields. A lab capture is dissected by tests/integration/test_wireshark_dissector.py.
 """
 
 from __future__ import annotations
 
-import struct
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from scapy.layers.inet import IP, UDP
@@ -51,21 +51,25 @@ def datagram(track: int, src: tuple[str, int] = SENDER, dst: tuple[str, int] = V
     return env.Datagram(src, dst, cat048.encode([report(track)]), NOW + track)
 
 
-def with_term(message: bytes, term: int) -> bytes:
-    """A 1.1 message as 1.2: the term at the end of the header (after the auth block)."""
+def as_1_1(message: bytes) -> bytes:
+    """A 1.2 message as a 1.1 sender wrote it: no term at the end of the header."""
     hlen = message[4]
-    head = bytearray(message[:hlen])
-    head[2], head[4] = 0x12, hlen + 8
-    return bytes(head) + struct.pack(">Q", term) + message[hlen:]
+    head = bytearray(message[: hlen - 8])
+    head[2], head[4] = 0x11, hlen - 8
+    return bytes(head) + message[hlen:]
 
 
 def messages() -> list[bytes]:
     signer = env.Signer(3, KEY)
     data = env.Data(1, 7, SESSION, 5, (datagram(1), datagram(2)))
     return [
-        env.encode_data(data),  # 1: 1.1 DATA, two records
-        env.encode_data(  # 2: 1.1 DATA, keyed, a retransmission
-            env.Data(1, 7, SESSION, 9, (datagram(3),), retransmission=True), auth=signer, now=NOW
+        as_1_1(env.encode_data(data)),  # 1: 1.1 DATA, two records
+        as_1_1(  # 2: 1.1 DATA, keyed, a retransmission
+            env.encode_data(
+                env.Data(1, 7, SESSION, 9, (datagram(3),), retransmission=True),
+                auth=signer,
+                now=NOW,
+            )
         ),
         env.encode_heartbeat(env.Heartbeat(1, 7, SESSION, 10, closing=True)),  # 3
         env.encode_end_of_session(env.EndOfSession(1, 7, SESSION, 10, SESSION + 1)),  # 4
@@ -77,8 +81,8 @@ def messages() -> list[bytes]:
             v10.Data(1, 7, SESSION, 11, (v10.Datagram(SENDER, VIP, b"\x30\x00\x03", NOW),)),
             key=KEY,
         ),
-        with_term(env.encode_data(data, auth=signer, now=NOW + 2), 42),  # 8: 1.2 keyed
-        with_term(env.encode_heartbeat(env.Heartbeat(1, 7, SESSION, 10)), 43),  # 9: 1.2
+        env.encode_data(replace(data, term=42), auth=signer, now=NOW + 2),  # 8: 1.2 keyed
+        env.encode_heartbeat(env.Heartbeat(1, 7, SESSION, 10, term=43)),  # 9: 1.2
         env.encode_data(env.Data(1, 7, SESSION, 12, (datagram(4, *SIX),))),  # 10: IPv6
     ]
 

@@ -14,6 +14,10 @@ With a cluster key, a :class:`Signer` (the active key id and the sender's counte
 seals what is sent and a :class:`Verifier` (the configured keys, and the replay
 state of ``core/replay.py``) checks what is received. Time is passed in (``now``:
 Unix time in ns), as everywhere in the cores.
+
+Every message carries the sender's fencing **term** (1.2): the last 8 bytes of its
+header, after the auth block if any. Encoders take it from the message (``term``
+field), decoders return it there; 1.0 and 1.1 messages decode with term 0.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from vipcast.core.replay import ReplayGuard
 
 MAGIC: Final = b"VC"
 VERSION_MAJOR: Final = 1
-VERSION_MINOR: Final = 1  # 1.1: the auth block (key id, counter) in authenticated headers
+VERSION_MINOR: Final = 2  # 1.1: the auth block in authenticated headers; 1.2: the term
 VERSION: Final = VERSION_MAJOR << 4 | VERSION_MINOR
 
 FLAG_AUTH: Final = 0x01  # an auth block ends the header, a 16-byte HMAC-SHA256 tag the message
@@ -42,6 +46,7 @@ U64_MAX: Final = (1 << 64) - 1
 AUTH_TAG_SIZE: Final = 16
 AUTH_BLOCK_SIZE: Final = 12
 AUTH_OVERHEAD: Final = AUTH_BLOCK_SIZE + AUTH_TAG_SIZE
+TERM_SIZE: Final = 8  # 1.2: the fencing term ends every header
 MAX_UDP_PAYLOAD_V4: Final = 65507  # 65535 - 20 (IPv4) - 8 (UDP)
 MAX_UDP_PAYLOAD_V6: Final = 65527  # 65535 - 8 (UDP); the IPv6 header is not counted
 _IP_UDP_OVERHEAD: Final = {False: 20 + 8, True: 40 + 8}
@@ -76,7 +81,7 @@ class BadEnvelope(ValueError):  # noqa: N818 (trio's BadPacket naming)
 
 # Common header, 20 bytes, big-endian, at offset 0 of every message:
 #   0  2  magic          b"VC"
-#   2  1  version        major << 4 | minor (this is 0x11)
+#   2  1  version        major << 4 | minor (this is 0x12)
 #   3  1  type           MessageType
 #   4  1  header length  bytes from offset 0 to the first byte after the header
 #   5  1  flags          FLAG_AUTH | FLAG_RETRANSMISSION | FLAG_CLOSING; others 0, ignored
@@ -92,6 +97,10 @@ COMMON_HEADER_SIZE: Final = _COMMON.size
 #   +0 1 key id (1..255) | +1 3 reserved | +4 8 counter (the sender's, see Signer)
 # and fields later minors append come after it. The tag (HMAC-SHA256 with the key
 # named, over every byte before it, first 16 bytes) ends the message.
+# 1.2 appends the term to every type's header, after the auth block if any:
+#   +0 8 term (the relay's fencing term; 0: unfenced)
+# so 1.2 headers are DATA 40, HEARTBEAT 36, END_OF_SESSION 44, NACK 40, UNAVAILABLE 44
+# (+12 with AUTH). The sizes below are the 1.0 fixed fields.
 # DATA, header 32:        20 8 first sequence number | 28 2 count (1..65535) | 30 2 reserved
 _DATA_FIXED = struct.Struct(">QH2x")
 # HEARTBEAT, header 28:   20 8 last sequence number sent in the session (0: none yet)
@@ -104,7 +113,9 @@ _NACK_FIXED = struct.Struct(">QI")
 _UNAVAILABLE_FIXED = struct.Struct(">QIB3x")
 
 _AUTH_BLOCK = struct.Struct(">B3xQ")
-DATA_HEADER_SIZE: Final = COMMON_HEADER_SIZE + _DATA_FIXED.size
+_TERM = struct.Struct(">Q")
+_DATA_FIXED_END: Final = COMMON_HEADER_SIZE + _DATA_FIXED.size  # 32, where 1.0's header ended
+DATA_HEADER_SIZE: Final = _DATA_FIXED_END + TERM_SIZE  # 40: a 1.2 DATA header without AUTH
 
 # DATA record, one per datagram, after the header (offsets within the record):
 #   0  8  ingress time   Unix time in ns when the relay received the datagram
@@ -160,6 +171,7 @@ class Data:
     first_seq: int
     datagrams: tuple[Datagram, ...]
     retransmission: bool = False
+    term: int = 0  # the relay's fencing term (0: unfenced, VRRP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +183,7 @@ class Heartbeat:
     session: int
     last_seq: int
     closing: bool = False  # a planned handover began: hold successors until the end
+    term: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +195,7 @@ class EndOfSession:
     session: int
     last_seq: int
     next_session: int = 0
+    term: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +207,7 @@ class Nack:
     session: int
     first_seq: int
     count: int
+    term: int = 0  # the term of the session asked about, as the receiver knows it
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +220,7 @@ class Unavailable:
     first_seq: int
     count: int
     reason: UnavailableReason = UnavailableReason.UNSPECIFIED
+    term: int = 0
 
 
 Message = Data | Heartbeat | EndOfSession | Nack | Unavailable
@@ -267,6 +283,8 @@ class _Origin(Protocol):
     def node(self) -> int: ...
     @property
     def session(self) -> int: ...
+    @property
+    def term(self) -> int: ...
 
 
 def _common(mtype: MessageType, hlen: int, flags: int, origin: _Origin) -> bytes:
@@ -357,6 +375,14 @@ def _auth_flag(auth: Signer | None) -> int:
     return 0 if auth is None else FLAG_AUTH
 
 
+def _term(term: int) -> bytes:
+    """The 8 term bytes that end a 1.2 header."""
+    try:
+        return _TERM.pack(term)
+    except struct.error as exc:
+        raise ValueError(f"term out of range: {exc}") from exc
+
+
 def _check_range(first: int, count: int, max_count: int) -> None:
     """Raise ValueError unless ``first..first+count-1`` is a valid sequence range."""
     if not 1 <= count <= max_count:
@@ -418,16 +444,20 @@ class RecordEncoder:
 
 
 class DataFramer:
-    """Frames batches of records as DATA envelopes for one (feed, node, session).
+    """Frames batches of records as DATA envelopes for one (feed, node, session, term).
 
     With a :class:`Signer` (shared: a key rotation reaches every framer at once) each
-    envelope gets the auth block after its fixed fields and the tag at its end.
+    envelope gets the auth block after its fixed fields and the tag at its end; the
+    term follows the fixed fields (and the auth block).
     """
 
-    __slots__ = ("_auth", "_prefix", "feed", "node", "session")
+    __slots__ = ("_auth", "_prefix", "_term", "feed", "node", "session", "term")
 
-    def __init__(self, feed: int, node: int, session: int, *, auth: Signer | None = None) -> None:
+    def __init__(
+        self, feed: int, node: int, session: int, *, auth: Signer | None = None, term: int = 0
+    ) -> None:
         self.feed, self.node, self.session, self._auth = feed, node, session, auth
+        self.term, self._term = term, _term(term)
         flags = _auth_flag(auth)
         hlen = DATA_HEADER_SIZE + (0 if auth is None else AUTH_BLOCK_SIZE)
         self._prefix = {
@@ -451,14 +481,15 @@ class DataFramer:
         fixed = _DATA_FIXED.pack(first_seq, len(records))
         auth = self._auth
         if auth is None:
-            return b"".join((self._prefix[retransmission], fixed, *records))
-        message = b"".join((self._prefix[retransmission], fixed, auth.block(now), *records))
+            return b"".join((self._prefix[retransmission], fixed, self._term, *records))
+        head = (self._prefix[retransmission], fixed, auth.block(now), self._term)
+        message = b"".join((*head, *records))
         return message + auth.tag(message)
 
 
 def encode_data(msg: Data, *, auth: Signer | None = None, now: int = 0) -> bytes:
     """Encode a DATA message (the convenient, slower path; see :class:`DataFramer`)."""
-    framer = DataFramer(msg.feed, msg.node, msg.session, auth=auth)
+    framer = DataFramer(msg.feed, msg.node, msg.session, auth=auth, term=msg.term)
     records = [encode_record(d) for d in msg.datagrams]
     return framer.frame(msg.first_seq, records, retransmission=msg.retransmission, now=now)
 
@@ -472,16 +503,17 @@ def _encode_control(
     now: int,
     flags: int = 0,
 ) -> bytes:
-    """A message made of the common header and fixed fields only (and the auth block)."""
-    hlen = COMMON_HEADER_SIZE + layout.size + (0 if auth is None else AUTH_BLOCK_SIZE)
+    """A message made of the common header and fixed fields only (auth block, term)."""
+    hlen = COMMON_HEADER_SIZE + layout.size + TERM_SIZE
+    hlen += 0 if auth is None else AUTH_BLOCK_SIZE
     head = _common(mtype, hlen, _auth_flag(auth) | flags, msg)
     try:
         fixed = layout.pack(*values)
     except struct.error as exc:
         raise ValueError(f"field out of range: {exc}") from exc
     if auth is None:
-        return head + fixed
-    message = head + fixed + auth.block(now)
+        return head + fixed + _term(msg.term)
+    message = head + fixed + auth.block(now) + _term(msg.term)
     return message + auth.tag(message)
 
 
@@ -538,6 +570,7 @@ class _Header(NamedTuple):
     session: int
     end: int  # offset of the authentication tag, or the length of the message
     auth_at: int  # offset of the auth block; 0: none (no AUTH flag, or a 1.0 sender)
+    term: int  # 0 from a 1.0 or 1.1 sender
 
 
 def decode_message_untrusted(
@@ -573,16 +606,18 @@ def _decode_header(raw: bytes) -> _Header:
         raise BadEnvelope("version", f"0x{version:02x}")
     if mtype not in _FIXED_SIZE:
         raise BadEnvelope("type", str(mtype))
-    fixed = _FIXED_SIZE[mtype]
-    auth_at = fixed if flags & FLAG_AUTH and version & 0x0F >= 1 else 0
-    if hlen < fixed + (AUTH_BLOCK_SIZE if auth_at else 0):
+    fixed, minor = _FIXED_SIZE[mtype], version & 0x0F
+    auth_at = fixed if flags & FLAG_AUTH and minor >= 1 else 0
+    term_at = fixed + (AUTH_BLOCK_SIZE if auth_at else 0)
+    if hlen < term_at + (TERM_SIZE if minor >= 2 else 0):
         raise BadEnvelope("length", f"header length {hlen}")
     end = len(raw) - (AUTH_TAG_SIZE if flags & FLAG_AUTH else 0)
     if end < hlen:
         raise BadEnvelope("truncated", f"{len(raw)} bytes, header length {hlen}")
     if session == 0:
         raise BadEnvelope("session", "0")
-    return _Header(mtype, hlen, flags, feed, node, session, end, auth_at)
+    term = _TERM.unpack_from(raw, term_at)[0] if minor >= 2 else 0
+    return _Header(mtype, hlen, flags, feed, node, session, end, auth_at, term)
 
 
 def _authenticate(raw: bytes, head: _Header, auth: Verifier, now: int) -> int:
@@ -630,7 +665,7 @@ def _decode_data(raw: bytes, head: _Header) -> Data:
     _untrusted_range(first, count)
     datagrams = _decode_records(raw, head.hlen, head.end, count)
     retrans = bool(head.flags & FLAG_RETRANSMISSION)
-    return Data(head.feed, head.node, head.session, first, datagrams, retrans)
+    return Data(head.feed, head.node, head.session, first, datagrams, retrans, head.term)
 
 
 def _decode_records(raw: bytes, off: int, end: int, count: int) -> tuple[Datagram, ...]:
@@ -664,20 +699,20 @@ def _decode_heartbeat(raw: bytes, head: _Header) -> Heartbeat:
     _no_body(head)
     (last,) = _HEARTBEAT_FIXED.unpack_from(raw, COMMON_HEADER_SIZE)
     closing = bool(head.flags & FLAG_CLOSING)
-    return Heartbeat(head.feed, head.node, head.session, last, closing)
+    return Heartbeat(head.feed, head.node, head.session, last, closing, head.term)
 
 
 def _decode_end(raw: bytes, head: _Header) -> EndOfSession:
     _no_body(head)
     last, nxt = _END_FIXED.unpack_from(raw, COMMON_HEADER_SIZE)
-    return EndOfSession(head.feed, head.node, head.session, last, nxt)
+    return EndOfSession(head.feed, head.node, head.session, last, nxt, head.term)
 
 
 def _decode_nack(raw: bytes, head: _Header) -> Nack:
     _no_body(head)
     first, count = _NACK_FIXED.unpack_from(raw, COMMON_HEADER_SIZE)
     _untrusted_range(first, count)
-    return Nack(head.feed, head.node, head.session, first, count)
+    return Nack(head.feed, head.node, head.session, first, count, head.term)
 
 
 def _decode_unavailable(raw: bytes, head: _Header) -> Unavailable:
@@ -688,11 +723,11 @@ def _decode_unavailable(raw: bytes, head: _Header) -> Unavailable:
         reason = UnavailableReason(code)
     except ValueError:
         reason = UnavailableReason.UNSPECIFIED  # a newer relay's reason: still unavailable
-    return Unavailable(head.feed, head.node, head.session, first, count, reason)
+    return Unavailable(head.feed, head.node, head.session, first, count, reason, head.term)
 
 
 _FIXED_SIZE: Final[dict[int, int]] = {
-    MessageType.DATA: DATA_HEADER_SIZE,
+    MessageType.DATA: _DATA_FIXED_END,
     MessageType.HEARTBEAT: COMMON_HEADER_SIZE + _HEARTBEAT_FIXED.size,
     MessageType.END_OF_SESSION: COMMON_HEADER_SIZE + _END_FIXED.size,
     MessageType.NACK: COMMON_HEADER_SIZE + _NACK_FIXED.size,

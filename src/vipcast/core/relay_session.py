@@ -27,14 +27,16 @@ class RelaySession:
     last_sent: int = 0  # when anything of the session last went out
     ended: EndOfSession | None = None  # the last session's end, stated again for a while
     ended_at: int = 0
+    term: int = 0  # the fencing term of the active (or served) session; 0: unfenced (VRRP)
 
     @property
     def active(self) -> bool:
         return self.session != 0
 
-    def start(self, unix_ns: int, now: int) -> int:
-        """Become the feed's relay under a new session; returns its id."""
+    def start(self, unix_ns: int, now: int, term: int = 0) -> int:
+        """Become the feed's relay under a new session, stamped ``term``; returns its id."""
         self.session = self.served = new_session_id(self.node, unix_ns, self.served)
+        self.term = term
         self.next_seq, self.last_sent = 1, now
         self.ended = None
         return self.session
@@ -51,19 +53,21 @@ class RelaySession:
         if not self.active or now - self.last_sent < timing.HEARTBEAT_INTERVAL_NS:
             return None
         self.last_sent = now
-        return Heartbeat(self.feed, self.node, self.session, self.next_seq - 1)
+        return Heartbeat(self.feed, self.node, self.session, self.next_seq - 1, term=self.term)
 
     def closing(self) -> Heartbeat | None:
         """A heartbeat flagged closing: receivers will wait for this session's end."""
         if not self.active:
             return None
-        return Heartbeat(self.feed, self.node, self.session, self.next_seq - 1, closing=True)
+        last = self.next_seq - 1
+        return Heartbeat(self.feed, self.node, self.session, last, closing=True, term=self.term)
 
     def stop(self, now: int, next_session: int = 0) -> EndOfSession | None:
         """Stop relaying; the END_OF_SESSION to send (repeated, see ``end_times``)."""
         if not self.active:
             return None
-        end = EndOfSession(self.feed, self.node, self.session, self.next_seq - 1, next_session)
+        last = self.next_seq - 1
+        end = EndOfSession(self.feed, self.node, self.session, last, next_session, self.term)
         self.session = 0
         self.ended, self.ended_at, self.last_sent = end, now, now
         return end

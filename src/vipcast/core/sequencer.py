@@ -52,6 +52,7 @@ from vipcast.core.envelope import (
     Unavailable,
     UnavailableReason,
 )
+from vipcast.core.fencing import Fence
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class SequencerConfig:
     confirm_ns: int = timing.CONFIRM_NS
     silence_ns: int = timing.SILENCE_NS
     max_sessions: int = 64  # sessions remembered per feed (past and other relays')
+    trust_terms: bool = False  # cluster keys: an authentic envelope's term is believed
 
     def __post_init__(self) -> None:
         counts = (self.window, self.max_tries, self.max_request, self.max_jump, self.max_sessions)
@@ -187,6 +189,7 @@ class Counters:
     wrong_relay: int = 0  # a session's messages from another host than its relay's
     not_leader: int = 0  # messages of relays other than the leader's (not delivered)
     split_brains: int = 0  # sessions of another relay found after a split
+    fenced: int = 0  # messages of a term below the highest believed (a deposed leader's)
 
     def add(self, other: Counters) -> None:
         """Add ``other``'s counts to these."""
@@ -617,10 +620,13 @@ class _Past(NamedTuple):
 class _Feed:
     """The sessions of one feed: the one delivered, the leader's waiting, the others."""
 
-    def __init__(self, feed: int, cfg: SequencerConfig, leader: str | None, joined_ms: int) -> None:
+    def __init__(
+        self, feed: int, cfg: SequencerConfig, leader: str | None, joined_ms: int, term: int = 0
+    ) -> None:
         self.feed, self.cfg, self.joined_ms = feed, cfg, joined_ms
         self.counters = Counters()
         self.leader = leader  # the relay the election sees as master
+        self.fence = Fence(grace_ns=cfg.handover_grace_ns, trusted=cfg.trust_terms, floor=term)
         self.current: _Stream | None = None  # the session being delivered
         self.pending: dict[int, _Stream] = {}  # the leader's sessions waiting behind it
         self.others: dict[int, _Other] = {}  # other relays' sessions, not delivered
@@ -636,15 +642,19 @@ class _Feed:
     def accept(self, msg: Message, relay: str, now: int) -> list[Action]:
         """Route one message to its session and settle the feed."""
         acts: list[Action] = []
+        if not self.fence.admit(msg, relay, now):
+            self.counters.fenced += 1
+            return acts
         stream = self._route(msg, relay, now, acts)
         if stream is not None:
             stream.apply(msg, now, acts)
         self._settle(now, acts)
         return acts
 
-    def set_leader(self, relay: str | None, now: int) -> list[Action]:
+    def set_leader(self, relay: str | None, now: int, term: int = 0) -> list[Action]:
         """The election sees a new master: follow its relay's sessions from now on."""
         acts: list[Action] = []
+        self.fence.believe(term, now)
         if relay == self.leader:
             return acts
         self.leader = relay
@@ -963,6 +973,7 @@ class Sequencer:
         self.config: Final = config or SequencerConfig()
         self._feeds: dict[int, _Feed] = {}
         self.leader: str | None = None
+        self.leader_term = 0  # the highest term the election named
         self.joined_ms = joined_unix_ns // 1_000_000
 
     def accept(self, msg: Message, relay: str, now: int) -> list[Action]:
@@ -971,15 +982,20 @@ class Sequencer:
             return []
         feed = self._feeds.get(msg.feed)
         if feed is None:
-            feed = self._feeds[msg.feed] = _Feed(msg.feed, self.config, self.leader, self.joined_ms)
+            feed = self._feeds[msg.feed] = _Feed(
+                msg.feed, self.config, self.leader, self.joined_ms, self.leader_term
+            )
         return feed.accept(msg, relay, now)
 
-    def set_leader(self, relay: str | None, now: int) -> list[Action]:
-        """The host of the relay the election sees as master (None: no master known)."""
+    def set_leader(self, relay: str | None, now: int, term: int = 0) -> list[Action]:
+        """The host of the relay the election sees as master (None: no master known),
+        and the term the election read for it (0: VRRP, or none known): from now on no
+        message of a lower term is delivered (``core/fencing.py``)."""
         self.leader = relay
+        self.leader_term = max(self.leader_term, term)
         acts: list[Action] = []
         for feed in self._feeds.values():
-            acts.extend(feed.set_leader(relay, now))
+            acts.extend(feed.set_leader(relay, now, term))
         return acts
 
     def handle_timer(self, now: int) -> list[Action]:
@@ -1014,3 +1030,8 @@ class Sequencer:
         """The session being delivered on ``feed``, if any."""
         known = self._feeds.get(feed)
         return known.current.session if known and known.current else None
+
+    def term(self, feed: int) -> int:
+        """The highest term believed on ``feed`` (the fence's floor)."""
+        known = self._feeds.get(feed)
+        return known.fence.floor if known else self.leader_term

@@ -37,7 +37,10 @@ FEED_COUNTERS = {
     "duplicates": ("datagrams_duplicates", "duplicate datagrams discarded"),
     "delivery_errors": ("delivery_errors", "sends to local applications that failed"),
     "replies_sent": ("datagrams_replies_sent", "application replies sent from the VIP"),
-    "replies_dropped": ("datagrams_replies_dropped", "application replies dropped on a backup"),
+    "replies_dropped": (
+        "datagrams_replies_dropped",
+        "application replies dropped (not the master, or answering another term's request)",
+    ),
     "nacks_refused": ("nacks_refused", "NACKs not answered (not a member, over the budget)"),
 }
 

@@ -51,7 +51,7 @@ LIVE_SETTINGS = (
     "notify",
     "notify_timeout",
 )
-IGNORED_REASONS = ("not_leader", "implausible", "withdrawn", "wrong_relay")  # FeedStats names
+IGNORED_REASONS = ("not_leader", "implausible", "withdrawn", "wrong_relay", "fenced")  # FeedStats
 
 
 class Node:
@@ -324,6 +324,7 @@ class Node:
             name: {
                 "session": stats.get("sessions", {}).get(name, 0),
                 "delivering": stats.get("delivering", {}).get(name, 0),
+                "term": stats.get("terms", {}).get(name, 0),  # the highest believed: fencing
                 **counters,
             }
             for name, counters in stats.get("feeds", {}).items()

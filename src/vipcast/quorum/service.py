@@ -44,8 +44,10 @@ class EtcdElection:
         self.metrics = metrics
         e = cfg.etcd
         self.listeners: list[Callable[[Transition], None]] = []
-        self.relay_listeners: list[Callable[[bool], None]] = []
-        self.leader_listeners: list[Callable[[str | None], None]] = []
+        # (relaying?, the term it is under) and (who leads, under which term): the term
+        # fences the data plane (docs/protocol.md, "Fencing")
+        self.relay_listeners: list[Callable[[bool, int], None]] = []
+        self.leader_listeners: list[Callable[[str | None, int], None]] = []
         self.drain_hook: Callable[[], Awaitable[None]] | None = None
         self.closing_hook: Callable[[], None] | None = None
         self.primary: IPAddress = vrrp_source(cfg)
@@ -59,7 +61,7 @@ class EtcdElection:
         self.errors: dict[str, int] = {}
         self._holding = False
         self._draining = False
-        self._leader: str | None = None
+        self._leader: tuple[str | None, int] = (None, 0)
         self._loop = asyncio.get_event_loop()
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -184,7 +186,7 @@ class EtcdElection:
             return
         self._holding = True
         for listener in self.relay_listeners:
-            listener(True)
+            listener(True, self.router.held_term or 0)
         self._announce()
 
     def _release(self) -> None:
@@ -192,7 +194,7 @@ class EtcdElection:
         self._holding = False
         if was:
             for listener in self.relay_listeners:
-                listener(False)
+                listener(False, 0)
         try:
             self.vips.remove()
         except VipErrors as e:
@@ -228,11 +230,11 @@ class EtcdElection:
                 log.exception("state listener failed")
 
     def _tell_leader(self) -> None:
-        leader = self.router.leader
+        leader = (self.router.leader, self.router.leader_term)
         if leader != self._leader:
             self._leader = leader
             for listener in self.leader_listeners:
-                listener(leader)
+                listener(*leader)
 
     # --- the Node's inputs ------------------------------------------------------------------
 

@@ -40,7 +40,9 @@ class DataplaneClient:
         self.sock: socket.socket | None = None
         self.stats: dict[str, Any] = {}
         self.master = False
+        self.term = 0  # the fencing term the relay stamps while master (0: VRRP)
         self.leader: str | None = None
+        self.leader_term = 0
         self.on_split: Callable[[], None] | None = None  # the data plane found a split brain
         self._ready: asyncio.Event = asyncio.Event()
         self._drained: asyncio.Event = asyncio.Event()
@@ -74,18 +76,20 @@ class DataplaneClient:
             await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT)
         except TimeoutError:
             raise RuntimeError(f"the data plane did not start (exit {self.proc.poll()})") from None
-        self._send({"op": "leader", "address": self.leader})
+        self._send({"op": "leader", "address": self.leader, "term": self.leader_term})
         if self.master:
-            self._send({"op": "master", "value": True})
+            self._send({"op": "master", "value": True, "term": self.term})
 
-    def set_master(self, master: bool) -> None:
-        self.master = master
-        self._send({"op": "master", "value": master})
+    def set_master(self, master: bool, term: int = 0) -> None:
+        """Relay (and reply) as master under the fencing ``term`` (etcd), or stop."""
+        self.master, self.term = master, term
+        self._send({"op": "master", "value": master, "term": term})
 
-    def set_leader(self, address: str | None) -> None:
-        """The election sees ``address`` as master: receivers follow its relay."""
-        self.leader = address
-        self._send({"op": "leader", "address": address})
+    def set_leader(self, address: str | None, term: int = 0) -> None:
+        """The election sees ``address`` as master under ``term``: receivers follow its
+        relay and fence lower terms."""
+        self.leader, self.leader_term = address, term
+        self._send({"op": "leader", "address": address, "term": term})
 
     def reload(self) -> None:
         """The config was reloaded: the data plane reads it again and applies new cluster keys.

@@ -38,7 +38,7 @@ class Delivery:
         self._spoofer = SpoofingSender() if feed.mode == "transparent" else None
         self._framers: dict[int, env.DataFramer] = {}
 
-    def add(self, datagram: env.Datagram, seq: int, session: int) -> None:
+    def add(self, datagram: env.Datagram, seq: int, session: int, term: int = 0) -> None:
         self.stats.delivered += 1
         if self._spoofer is not None:
             for endpoint in self.endpoints:
@@ -48,14 +48,15 @@ class Delivery:
         if self._payload_mode:
             self._queue.append(datagram.payload)
         else:
-            self._queue.append(self._wrap(datagram, seq, session))
+            self._queue.append(self._wrap(datagram, seq, session, term))
 
-    def _wrap(self, datagram: env.Datagram, seq: int, session: int) -> bytes:
-        """The datagram as a one-record DATA envelope, for apps using vipcast.Receiver."""
+    def _wrap(self, datagram: env.Datagram, seq: int, session: int, term: int) -> bytes:
+        """The datagram as a one-record DATA envelope, for apps using vipcast.Receiver
+        (which reads the session's term from it too)."""
         framer = self._framers.get(session)
-        if framer is None:
-            self._framers = {session: env.DataFramer(self.feed.feed_id, self.node_id, session)}
-            framer = self._framers[session]
+        if framer is None or framer.term != term:
+            framer = env.DataFramer(self.feed.feed_id, self.node_id, session, term=term)
+            self._framers = {session: framer}
         return framer.frame(seq, [env.encode_record(datagram)])
 
     def flush(self) -> None:

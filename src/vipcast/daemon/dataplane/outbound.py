@@ -47,7 +47,7 @@ class Outbound:
                 continue
             out: list[tuple[bytes, Endpoint]] = []
             for r in batch:
-                out.extend(self._destinations(bytes(r.payload)))
+                out.extend(self._destinations(bytes(r.payload), self.relay.state.term))
             if out:
                 result = self.sender.send(out)
                 self.stats.replies_sent += result.sent
@@ -59,7 +59,8 @@ class Outbound:
                         result.failed + result.unsent,
                     )
 
-    def _destinations(self, data: bytes) -> list[tuple[bytes, Endpoint]]:
+    def _destinations(self, data: bytes, term: int) -> list[tuple[bytes, Endpoint]]:
+        """Where a reply goes; none if it answers a request of another term than ours."""
         if data[:2] == env.MAGIC:
             try:
                 msg = env.decode_message_untrusted(data)
@@ -67,6 +68,9 @@ class Outbound:
                 pass
             else:
                 if isinstance(msg, env.Data):
+                    if msg.term and msg.term != term:
+                        self.stats.replies_dropped += len(msg.datagrams)
+                        return []
                     return [(d.payload, d.dst) for d in msg.datagrams]
         return [(data, dst) for dst in self.feed.send_to]
 

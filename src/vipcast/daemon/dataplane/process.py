@@ -87,6 +87,8 @@ class Dataplane:
             if f.outbound
         ]
         self.master = False
+        self.term = 0  # the fencing term our relay stamps (the master op's; 0: VRRP)
+        self.leader_term = 0  # the term the election names the leader with (the leader op's)
         self._seq_timer: Timer | None = None
         self._seq_timer_at: float | None = None
 
@@ -179,15 +181,22 @@ class Dataplane:
 
     # --- role changes ---------------------------------------------------------------
 
-    def set_master(self, master: bool) -> None:
+    def set_master(self, master: bool, term: int = 0) -> None:
+        """Relay (``master``) under the fencing ``term`` the election holds, or stop."""
         if master == self.master:
             return
         self.master = master
         if master:
-            self.set_leader(self.source)  # our own relay is the one to follow
-            sessions = [relay.start() for relay in self.relays.values()]
+            self.term = term
+            self.set_leader(self.source, term)  # our own relay is the one to follow
+            sessions = [relay.start(term) for relay in self.relays.values()]
             session = sessions[0] if sessions else 0
-            self.emit("relay", f"relaying under session {session:x}", session=session)
+            self.emit(
+                "relay",
+                f"relaying under session {session:x}, term {term}",
+                session=session,
+                term=term,
+            )
         else:
             for relay in self.relays.values():
                 relay.on_readable()  # whatever is still queued goes out first
@@ -197,17 +206,19 @@ class Dataplane:
             self.emit("relay", "relaying stopped (end of session sent)")
 
     def speaking(self, feed: int) -> bool:
-        """Replies on ``feed`` leave from here (the rule: :mod:`vipcast.core.replies`)."""
-        return replies.answers(
+        """Replies on ``feed`` leave from here (the rule: :mod:`vipcast.core.replies`),
+        under the term our relay stamps (etcd: only while we hold the current term)."""
+        return self.leader_term == self.term and replies.answers(
             holds_vips=self.master,
             delivering=self.receiver.sequencer.session(feed),
             own_session=self.relays[feed].session,
             leads=self.receiver.leader == relay_host(self.source),
         )
 
-    def set_leader(self, address: str | None) -> None:
-        """The election sees ``address`` as master (None: nobody)."""
-        self.receiver.set_leader(address)
+    def set_leader(self, address: str | None, term: int = 0) -> None:
+        """The election sees ``address`` as master (None: nobody) under ``term``."""
+        self.leader_term = term
+        self.receiver.set_leader(address, term)
         self._rearm_sequencer()
 
     def _send_repeated(self, messages: Sequence[tuple[FeedRelay, env.Message]]) -> None:
@@ -250,9 +261,9 @@ class Dataplane:
             return
         msg = json.loads(data)
         if msg.get("op") == "master":
-            self.set_master(bool(msg["value"]))
+            self.set_master(bool(msg["value"]), int(msg.get("term", 0)))
         elif msg.get("op") == "leader":
-            self.set_leader(msg.get("address"))
+            self.set_leader(msg.get("address"), int(msg.get("term", 0)))
         elif msg.get("op") == "drain":
             self.drain()
         elif msg.get("op") == "closing":
@@ -300,6 +311,7 @@ class Dataplane:
                 "rejected_nacks": dict(self.rejected_nacks),
                 "delivering": {f.name: self.receiver.session_of(f.feed_id) for f in self.cfg.feeds},
                 "leader": self.receiver.leader,
+                "terms": {f.name: self.receiver.sequencer.term(f.feed_id) for f in self.cfg.feeds},
                 "auth": self.keys.status(),
             }
         )

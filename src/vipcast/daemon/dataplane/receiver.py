@@ -65,14 +65,17 @@ class ClusterReceiver:
                 takeover_grace_ns=int(cluster.takeover_grace * 1e9),
                 handover_grace_ns=int(cluster.handover_grace * 1e9),
                 max_jump=max(1, cluster.retransmit_buffer),
+                trust_terms=verifier is not None,
             ),
             joined_unix_ns=time.time_ns(),
         )
         self.members = self._members(cluster, interface)
         self._membership: dict[str, bool] = {}  # source host -> member? (checked once)
         self.relays: dict[tuple[int, int], Endpoint] = {}  # (feed, session) -> relay address
+        self.terms: dict[tuple[int, int], int] = {}  # (feed, session) -> its term, as first heard
         self.rejected: dict[str, int] = {}
         self.leader: str | None = None
+        self.leader_term = 0
 
     @staticmethod
     def _open(cluster: ClusterConfig, interface: str) -> Any:
@@ -161,7 +164,9 @@ class ClusterReceiver:
         if not isinstance(msg, env.Unavailable) and (msg.feed, msg.session) not in self.relays:
             if len(self.relays) >= RELAY_CACHE:
                 del self.relays[next(iter(self.relays))]
+                del self.terms[next(iter(self.terms))]
             self.relays[(msg.feed, msg.session)] = source
+            self.terms[(msg.feed, msg.session)] = msg.term
         return msg
 
     def is_member(self, host: str) -> bool:
@@ -184,14 +189,15 @@ class ClusterReceiver:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         quiet.warning(f"envelope:{reason}", "envelope from %s ignored: %s", source[0], detail)
 
-    def set_leader(self, host: str | None) -> None:
-        """The election sees ``host`` as master: follow its relay from now on."""
+    def set_leader(self, host: str | None, term: int = 0) -> None:
+        """The election sees ``host`` as master under ``term``: follow its relay from now
+        on, and fence what lower terms send."""
         leader = None if host is None else relay_host(host)
-        if leader == self.leader:
+        if leader == self.leader and term <= self.leader_term:
             return
-        self.leader = leader
+        self.leader, self.leader_term = leader, max(self.leader_term, term)
         now = time.monotonic_ns()
-        self._act(self.sequencer.set_leader(leader, now), now)
+        self._act(self.sequencer.set_leader(leader, now, term), now)
         for delivery in self.deliveries.values():
             delivery.flush()
 
@@ -205,7 +211,8 @@ class ClusterReceiver:
         deliveries = self.deliveries
         for action in actions:
             if type(action) is seq.Deliver:
-                deliveries[action.feed].add(action.datagram, action.seq, action.session)
+                term = self.terms.get((action.feed, action.session), 0)
+                deliveries[action.feed].add(action.datagram, action.seq, action.session, term)
             elif isinstance(action, seq.RequestRetransmit):
                 self._nack(action)
             elif isinstance(action, seq.GapUnrecoverable):
@@ -250,7 +257,9 @@ class ClusterReceiver:
         relay = self.relays.get((action.feed, action.session))
         if relay is None:
             return
-        nack = env.Nack(action.feed, self.node_id, action.session, action.first, action.count)
+        term = self.terms.get((action.feed, action.session), 0)
+        origin = (action.feed, self.node_id, action.session)
+        nack = env.Nack(*origin, action.first, action.count, term)
         wire = env.encode_nack(nack, auth=self.signer, now=time.time_ns())
         self.nack_sender.send([(wire, relay)])
 
@@ -296,7 +305,7 @@ class ClusterReceiver:
             stats.lost = c.unrecoverable
             stats.split_brains, stats.not_leader = c.split_brains, c.not_leader
             stats.implausible, stats.withdrawn = c.implausible, c.withdrawn
-            stats.wrong_relay = c.wrong_relay
+            stats.wrong_relay, stats.fenced = c.wrong_relay, c.fenced
 
     def close(self) -> None:
         self.sock.close()

@@ -158,11 +158,12 @@ class FeedRelay:
     def session(self) -> int:
         return self.state.session
 
-    def start(self) -> int:
-        """Become the feed's relay under a new session, numbering from 1; its id."""
-        session = self.state.start(time.time_ns(), time.monotonic_ns())
+    def start(self, term: int = 0) -> int:
+        """Become the feed's relay under a new session stamped with the fencing ``term``
+        (0: unfenced), numbering from 1; its id."""
+        session = self.state.start(time.time_ns(), time.monotonic_ns(), term)
         self.framer = self.served = env.DataFramer(
-            self.feed.feed_id, self.node_id, session, auth=self.auth
+            self.feed.feed_id, self.node_id, session, auth=self.auth, term=term
         )
         self.buffer.clear()
         return session
@@ -245,7 +246,8 @@ class FeedRelay:
             envelopes.append(framer.frame(seq, records[at : at + count], now=now))
             if messages is not None and datagrams is not None:
                 chunk = tuple(datagrams[at : at + count])
-                messages.append(env.Data(framer.feed, framer.node, framer.session, seq, chunk))
+                origin = (framer.feed, framer.node, framer.session)
+                messages.append(env.Data(*origin, seq, chunk, term=framer.term))
             seq += count
         self.buffer.extend(first, records, time.monotonic_ns())
         self.stats.fanout_errors += self.fanout.send(envelopes, messages)
@@ -305,7 +307,8 @@ class FeedRelay:
     def _unavailable(
         self, session: int, first: int, count: int, reason: env.UnavailableReason
     ) -> bytes:
-        msg = env.Unavailable(self.feed.feed_id, self.node_id, session, first, count, reason)
+        origin = (self.feed.feed_id, self.node_id, session)
+        msg = env.Unavailable(*origin, first, count, reason, self.state.term)
         return self.seal(msg)
 
     def close(self) -> None:

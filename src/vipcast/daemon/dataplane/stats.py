@@ -27,6 +27,7 @@ class FeedStats:
     implausible: int = 0  # claims not believed (far jumps, ends before held data, ...)
     withdrawn: int = 0  # claims taken back (data after a claimed end, "not sent" tails)
     wrong_relay: int = 0  # a session's envelopes from another address than its relay's
+    fenced: int = 0  # envelopes of a term below the highest believed (a deposed leader's)
     nacks_refused: int = 0  # NACKs not answered (not a member, over the byte budget)
 
     def to_dict(self) -> dict[str, int]:
