@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from vipcast import config
 from vipcast.config import ConfigError
 from vipcast.daemon import guard, vips
+from vipcast.lab import routed
 from vipcast.linux.route import RouteSpec, host_routes, route_request
 
 ROUTED: dict[str, Any] = {
@@ -23,7 +26,7 @@ ROUTED: dict[str, Any] = {
 }
 
 
-def routed(**vip: Any) -> dict[str, Any]:
+def routed_vip(**vip: Any) -> dict[str, Any]:
     data = {k: dict(v) for k, v in ROUTED.items()}
     data["vip"].update(vip)
     return data
@@ -43,7 +46,7 @@ def test_arp_is_the_default_and_route_mode_has_written_defaults() -> None:
     assert vips.route_spec(cfg) == RouteSpec(100, 200, "lo")
     assert vips.held_where(cfg) == "lo and table 100"
     assert not vips.announces_by_arp(cfg)
-    spec = vips.route_spec(config.parse(routed(route_table=1000, local_interface="vip0")))
+    spec = vips.route_spec(config.parse(routed_vip(route_table=1000, local_interface="vip0")))
     assert spec == RouteSpec(1000, 200, "vip0")
 
 
@@ -65,13 +68,13 @@ def test_arp_is_the_default_and_route_mode_has_written_defaults() -> None:
     ],
 )
 def test_route_mode_mistakes_name_their_key(vip: dict[str, Any], path: str) -> None:
-    assert refused(routed(**vip)).path == path
+    assert refused(routed_vip(**vip)).path == path
 
 
 @pytest.mark.parametrize("key", ["route_table", "route_protocol", "local_interface"])
 def test_route_keys_are_refused_in_arp_mode(key: str) -> None:
     value = "lo" if key == "local_interface" else 101
-    data = routed(**{key: value})
+    data = routed_vip(**{key: value})
     data["vip"].pop("announce")
     data["vip"]["addresses"] = ["198.18.0.100/24"]
     e = refused(data)
@@ -125,3 +128,45 @@ def test_host_routes_and_the_guards_route_argument() -> None:
     args = guard.Guard("eth0", hosts, None, route=spec)._argv(5)  # type: ignore[arg-type]
     assert args[args.index("--route") + 1] == "100:200:lo"
     assert guard._route_arg("100:200:lo") == spec
+
+
+# --------------------------------------------- the "Two sites" guide shows what works
+
+GUIDE = Path(__file__).parents[2] / "docs" / "operations.md"
+
+
+def guide_blocks() -> list[str]:
+    text = GUIDE.read_text()
+    section = text[text.index("## Two sites") :]
+    section = section[: section.index("\n## ", 1)]
+    return [block.split("\n", 1)[1] for block in section.split("```")[1::2]]
+
+
+def test_the_guides_bird_configs_are_the_labs() -> None:
+    """The lab runs these very files (tests/integration/test_routed_vip.py)."""
+    blocks = guide_blocks()
+    node1 = routed.node_bird_conf(
+        routed.node_address(1),
+        routed.node_as(1),
+        routed.gateway(1),
+        routed.ROUTER_AS,
+        routed.ROUTE_TABLE,
+        routed.ROUTE_PROTOCOL,
+    )
+    peers = [(routed.gateway(i), routed.node_address(i), routed.node_as(i)) for i in (1, 2)]
+    router = routed.router_bird_conf(
+        routed.gateway(1), routed.ROUTER_AS, peers, [f"{routed.VIP}/32"]
+    )
+    assert node1 in blocks
+    assert router in blocks
+
+
+def test_the_guides_node_config_loads(tmp_path: Path) -> None:
+    (toml,) = [b for b in guide_blocks() if b.startswith("[node]")]
+    data = tomllib.loads(toml)
+    (tmp_path / "cluster.key").write_bytes(bytes(range(32)))
+    data["cluster"]["auth"]["keys"] = {"1": "file:cluster.key"}
+    cfg = config.parse(data, base=tmp_path)
+    assert vips.route_spec(cfg) == RouteSpec(routed.ROUTE_TABLE, routed.ROUTE_PROTOCOL, "lo")
+    assert cfg.vip.addresses == (ipaddress.ip_interface(f"{routed.VIP}/32"),)
+    assert cfg.election.backend == "etcd"

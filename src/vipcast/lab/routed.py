@@ -82,9 +82,12 @@ protocol bgp site_router {{
 """
 
 
-def router_bird_conf(router_id: str, local_as: int, peers: list[tuple[str, str, int]]) -> str:
-    """The router's bird.conf: one passive session per node ``(local, neighbour, AS)``;
-    the nodes' routes go into the kernel's main table."""
+def router_bird_conf(
+    router_id: str, local_as: int, peers: list[tuple[str, str, int]], vips: list[str]
+) -> str:
+    """The router's bird.conf: one passive session per node ``(local, neighbour, AS)``,
+    accepting only the ``vips`` (host prefixes); they go into the kernel's main table."""
+    accept = ", ".join(vips)
     sessions = "".join(
         f"""\
 protocol bgp node{i} {{
@@ -92,7 +95,7 @@ protocol bgp node{i} {{
   neighbor {neighbour} as {peer_as};
   passive;
   hold time {BGP_HOLD};
-  ipv4 {{ import all; export none; }};
+  ipv4 {{ import where net ~ [ {accept} ]; export none; }};
 }}
 """
         for i, (local, neighbour, peer_as) in enumerate(peers, start=1)
@@ -177,7 +180,9 @@ def build_routed_site(lab: Lab, nodes: int = 2) -> RoutedSite:
     _leaf(lab, router, witness, "eth3", f"{witness_gw}/24", f"{WITNESS}/24", witness_gw)
     site = RoutedSite(lab, router, remote, witness, members)
     peers = [(gateway(i), node_address(i), node_as(i)) for i in range(1, nodes + 1)]
-    site.birds["router"] = start_bird(router, router_bird_conf(gateway(1), ROUTER_AS, peers))
+    site.birds["router"] = start_bird(
+        router, router_bird_conf(gateway(1), ROUTER_AS, peers, [f"{VIP}/32"])
+    )
     for i, node in enumerate(members, start=1):
         conf = node_bird_conf(
             node_address(i), node_as(i), gateway(i), ROUTER_AS, ROUTE_TABLE, ROUTE_PROTOCOL
