@@ -26,6 +26,7 @@ Endpoint = tuple[str, int]
 ChecksumForm = Literal["pseudo-header", "message-only"]
 DeliveryMode = Literal["payload", "envelope", "transparent"]
 GarpForm = Literal["request", "reply", "both"]
+AnnounceMode = Literal["arp", "route"]
 RoleWhen = Literal["master", "backup", "always"]
 DemoteTo = Literal["backup", "fault"]
 ROLE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@-")
@@ -114,10 +115,15 @@ class EtcdConfig:
 @dataclass(frozen=True)
 class VipConfig:
     addresses: tuple[IPInterface, ...]
+    # "arp": on node.interface, announced by GARP/NA; "route": a host route for BGP
+    announce: AnnounceMode = "arp"
     garp_count: int = 5
     garp_interval: float = 0.05
     garp_refresh: float = 60.0  # seconds between periodic refreshes; 0 turns them off
     garp_form: GarpForm = "both"
+    route_table: int = 100  # announce = "route": the table the host routes go in
+    route_protocol: int = 200  # ... their protocol number (BIRD: krt_source)
+    local_interface: str = "lo"  # ... where the VIP is a local address, never announced
 
 
 @dataclass(frozen=True)
@@ -384,19 +390,54 @@ def _check_etcd(t: _Table, e: EtcdConfig) -> None:
         )
 
 
+ARP_KEYS = ("garp_count", "garp_interval", "garp_refresh", "garp_form")
+ROUTE_KEYS = ("route_table", "route_protocol", "local_interface")
+RESERVED_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
+ROUTE_PROTOCOLS = (5, 255)  # 0..4 mean unspec, redirect, kernel, boot, static
+
+
 def _vip(t: _Table) -> VipConfig:
     addresses = t.get("addresses", _list_of(_ip_interface))
     if not addresses:
         raise ConfigError(t.path_of("addresses"), "at least one address is needed")
+    d = VipConfig
     v = VipConfig(
         addresses=tuple(addresses),
-        garp_count=t.get("garp_count", _int_range(0, 100), 5),
-        garp_interval=t.get("garp_interval", _float_range(0.0, 10.0), 0.05),
-        garp_refresh=t.get("garp_refresh", _float_range(0.0, 86400.0), 60.0),
-        garp_form=t.get("garp_form", _choice("request", "reply", "both"), "both"),
+        announce=t.get("announce", _choice("arp", "route"), d.announce),
+        garp_count=t.get("garp_count", _int_range(0, 100), d.garp_count),
+        garp_interval=t.get("garp_interval", _float_range(0.0, 10.0), d.garp_interval),
+        garp_refresh=t.get("garp_refresh", _float_range(0.0, 86400.0), d.garp_refresh),
+        garp_form=t.get("garp_form", _choice("request", "reply", "both"), d.garp_form),
+        route_table=t.get("route_table", _route_table, d.route_table),
+        route_protocol=t.get("route_protocol", _int_range(*ROUTE_PROTOCOLS), d.route_protocol),
+        local_interface=t.get("local_interface", _interface_name, d.local_interface),
     )
     t.done()
+    _check_announce(t, v)
     return v
+
+
+def _route_table(v: Any, path: str) -> int:
+    table = _int_range(1, 2**32 - 1)(v, path)
+    if table in RESERVED_TABLES:
+        raise ConfigError(path, f"{table} is the kernel's {RESERVED_TABLES[table]!r} table")
+    return table
+
+
+def _check_announce(t: _Table, v: VipConfig) -> None:
+    """Keys of the other announcement are refused, not ignored; route mode needs hosts."""
+    other = ARP_KEYS if v.announce == "route" else ROUTE_KEYS
+    for key in other:
+        if key in t.data:
+            raise ConfigError(t.path_of(key), f'does not apply with announce = "{v.announce}"')
+    if v.announce != "route":
+        return
+    for i, a in enumerate(v.addresses):
+        if a.network.prefixlen != a.max_prefixlen:
+            raise ConfigError(
+                f"{t.path_of('addresses')}[{i}]",
+                f'with announce = "route" a VIP is a host address: {a.ip}/{a.max_prefixlen}',
+            )
 
 
 def _cluster(t: _Table, base: Path | None = None) -> ClusterConfig:
@@ -571,6 +612,10 @@ def _check_cross(cfg: Config) -> None:
         raise ConfigError("vip.addresses", "IPv4 and IPv6 need separate virtual routers")
     _check_families(cfg, families.pop())
     _check_backend(cfg)
+    if cfg.vip.announce == "route" and cfg.vip.local_interface == cfg.node.interface:
+        raise ConfigError(
+            "vip.local_interface", 'not node.interface (that is announce = "arp"): lo or a dummy'
+        )
     if cfg.feeds and not (cfg.cluster.group or cfg.cluster.receivers):
         raise ConfigError("cluster", "feeds need cluster.group or cluster.receivers")
     if cfg.vip.addresses[0].version == 6:

@@ -24,8 +24,8 @@ import pytest
 
 from vipcast import config
 from vipcast.core.vrrp import codec
-from vipcast.daemon import election as election_module
 from vipcast.daemon import node as node_module
+from vipcast.daemon import vips as vips_module
 from vipcast.daemon.election import VIP_ADD_ATTEMPTS, VIP_FAULT_COOLDOWN, Election
 from vipcast.daemon.events import EventBus
 from vipcast.daemon.metrics import SEND_PATHS, Metrics
@@ -150,7 +150,7 @@ class Node:
 
 @pytest.fixture(autouse=True)
 def fake_vip_manager(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(election_module, "VipManager", FakeVips)
+    monkeypatch.setattr(vips_module, "VipManager", FakeVips)  # every backend opens it there
 
 
 def run(scenario: Callable[[Node], Awaitable[None]], **election: Any) -> None:

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         f"  vrid {cfg.election.vrid}, priority {cfg.election.priority}, "
         f"advert {cfg.election.advert_interval:g}s, {mode}, VIPs {vips}"
     )
+    print(f"  announce {_announce(cfg)}")
     if cfg.cluster.group or cfg.cluster.receivers:
         print(f"  cluster {_cluster(cfg)}")
     for feed in cfg.feeds:
@@ -95,7 +96,22 @@ def _host_source(cfg: Config) -> str:
             f"node.interface: {why}; not on this host, so run would fail here "
             "(check a file for another machine with --offline)"
         ) from None
+    if cfg.vip.announce == "route":
+        try:
+            interfaces.ifindex(cfg.vip.local_interface)
+        except LookupError as e:
+            raise LookupError(f"vip.local_interface: {e.args[0] if e.args else e}") from None
     return f"VRRP and relay from {vrrp_source(cfg)}"
+
+
+def _announce(cfg: Config) -> str:
+    v = cfg.vip
+    if v.announce == "arp":
+        return f"by ARP/NA on {cfg.node.interface} ({v.garp_count} at takeover)"
+    return (
+        f"by host routes in table {v.route_table}, protocol {v.route_protocol} "
+        f"(for the node's BGP daemon), addresses on {v.local_interface}"
+    )
 
 
 def _cluster(cfg: Config) -> str:

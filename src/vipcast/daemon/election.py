@@ -46,11 +46,12 @@ from vipcast.daemon.control import RefusedError
 from vipcast.daemon.events import EventBus
 from vipcast.daemon.metrics import SEND_PATHS, Metrics
 from vipcast.daemon.quietlog import QuietLogger
+from vipcast.daemon.vips import Vips, announces_by_arp, for_config
 from vipcast.linux import interfaces
 from vipcast.linux.announce import Announcer
 from vipcast.linux.privileges import require
 from vipcast.linux.timerfd import LoopTimer, OneShot, make_timer
-from vipcast.linux.vip import LinkDown, LinkUp, NetlinkWatcher, VipManager, VipRemoved
+from vipcast.linux.vip import LinkDown, LinkUp, NetlinkWatcher, VipRemoved
 from vipcast.linux.vrrp_socket import RawAdvert, VrrpSocket
 
 log = logging.getLogger("vipcast.election")
@@ -66,7 +67,7 @@ VIP_ADD_ATTEMPTS = 3  # failed adds, one per advert interval, before a master en
 VIP_FAULT_COOLDOWN = 10  # advert intervals in FAULT("vip") before it is cleared to try again
 TIMER_GRACE = 3  # Master_Down_Intervals a due timer may be late before it counts as stuck
 REPLAY_SLOTS = 4  # per-sender replay marks kept in multicast mode (keepalived's count)
-VipErrors = (OSError, LookupError)  # what VipManager raises (LookupError: interface gone)
+VipErrors = (OSError, LookupError)  # what Vips raise (LookupError: interface gone)
 
 
 def vrrp_source(cfg: Config) -> IPAddress:
@@ -145,8 +146,8 @@ class Election:
         for reason in (*AUTH_REASONS, *PLAUSIBILITY_REASONS):
             metrics.adverts_rejected.labels(reason)
         self.sock: VrrpSocket | None = None
-        self.vips = VipManager(cfg.node.interface, cfg.vip.addresses)
-        self.announcer: Announcer | None = None
+        self.vips: Vips = for_config(cfg)  # on the interface, or as host routes
+        self.announcer: Announcer | None = None  # GARP/NA: with announce = "arp" only
         self.watcher: NetlinkWatcher | None = None
         self._loop = asyncio.get_event_loop()
         self._timer: OneShot | None = None  # made on first use, in the running loop
@@ -210,7 +211,8 @@ class Election:
             unicast_peers=self.cfg.election.unicast_peers,
             source=self.primary,
         )
-        self.announcer = Announcer(ifname)
+        if announces_by_arp(self.cfg):
+            self.announcer = Announcer(ifname)
         self.watcher = NetlinkWatcher(ifname, self.cfg.vip.addresses)
         self._loop.add_reader(self.sock.fileno(), self._on_adverts)
         self._loop.add_reader(self.watcher.fileno(), self._on_netlink)
@@ -260,6 +262,8 @@ class Election:
                 log.warning("key file %s is readable by others: chmod 600 it", key.path)
 
     def _warn_outside_subnets(self) -> None:
+        if not announces_by_arp(self.cfg):
+            return  # a routed VIP is outside the node's subnets by design
         nets = interfaces.subnets(self.cfg.node.interface)
         for vip in self.cfg.vip.addresses:
             if not any(vip.ip in net for net in nets):

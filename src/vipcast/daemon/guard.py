@@ -5,7 +5,8 @@
 - The guard: ``python -m vipcast.daemon.guard``, a tiny child of every ``vipcast run``
   that holds a netlink socket and one end of a socket pair, and waits. However the
   main process dies (SIGKILL, the OOM killer, a crash), the guard reads end-of-file,
-  removes this node's VIPs from the interface and exits; ``PR_SET_PDEATHSIG`` sends
+  removes this node's VIPs from the interface (in route mode: withdraws their host
+  routes, then removes the local addresses) and exits; ``PR_SET_PDEATHSIG`` sends
   it SIGTERM too (:func:`on_parent_death`). The data plane, when there is one, does
   the same on its own control socket: two independent lines, either one suffices.
 - Roles: the guard also ends every role group the main process recorded
@@ -40,9 +41,10 @@ from vipcast.config import Config, IPInterface
 from vipcast.daemon import scheduling
 from vipcast.daemon.events import EventBus
 from vipcast.daemon.quietlog import setup_logging
+from vipcast.daemon.vips import Vips, open_vips
 from vipcast.linux.lock import DaemonLock, lock_paths
 from vipcast.linux.procs import PidFiles
-from vipcast.linux.vip import VipManager
+from vipcast.linux.route import RouteSpec, RouteVips
 
 log = logging.getLogger("vipcast.guard")
 
@@ -71,17 +73,19 @@ def daemon_lock(cfg: Config) -> DaemonLock:
 # --- in the child processes ------------------------------------------------------
 
 
-def release_vips(ifname: str, addresses: Sequence[IPInterface]) -> list[IPInterface]:
-    """Remove the VIPs because the main process is gone; logs, never raises."""
+def release_vips(
+    ifname: str, addresses: Sequence[IPInterface], route: RouteSpec | None = None
+) -> list[IPInterface]:
+    """Remove the VIPs (and their routes) because the main process is gone; never raises."""
     try:
-        with VipManager(ifname, addresses) as vips:
+        with open_vips(ifname, addresses, route) as vips:
             return _remove(vips)
     except (OSError, LookupError) as e:  # no netlink socket, no such interface
         log.error(CANNOT_REMOVE, e)
         return []
 
 
-def _remove(vips: VipManager) -> list[IPInterface]:
+def _remove(vips: Vips) -> list[IPInterface]:
     try:
         removed = vips.remove()
     except (OSError, LookupError) as e:
@@ -89,7 +93,12 @@ def _remove(vips: VipManager) -> list[IPInterface]:
         return []
     if removed:
         names = ", ".join(str(v) for v in removed)
-        log.warning("the main process is gone: removed %s from %s", names, vips.ifname)
+        where = (
+            f"{vips.ifname} and table {vips.spec.table}"
+            if isinstance(vips, RouteVips)
+            else vips.ifname
+        )
+        log.warning("the main process is gone: removed %s from %s", names, where)
     return removed
 
 
@@ -127,9 +136,11 @@ def on_parent_death(action: Callable[[], object]) -> None:
         handler(int(PARENT_DEATH_SIGNAL), None)
 
 
-def release_on_parent_death(ifname: str, addresses: Sequence[IPInterface]) -> None:
+def release_on_parent_death(
+    ifname: str, addresses: Sequence[IPInterface], route: RouteSpec | None = None
+) -> None:
     """For the data plane: remove the VIPs and exit when the main process dies."""
-    on_parent_death(lambda: release_vips(ifname, addresses))
+    on_parent_death(lambda: release_vips(ifname, addresses, route))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,13 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interface", required=True)
     parser.add_argument("--vip", action="append", required=True, type=ipaddress.ip_interface)
     parser.add_argument("--roles-dir")
+    parser.add_argument("--route", type=_route_arg, help="TABLE:PROTOCOL:LOCAL_INTERFACE")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     scheduling.normal()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process
     control = socket.socket(fileno=args.control_fd)
-    with VipManager(args.interface, args.vip) as vips:  # netlink socket open from now on
+    with open_vips(args.interface, args.vip, args.route) as vips:  # netlink open from now
 
         def remove_all() -> None:
             _remove(vips)
@@ -157,6 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _remove(vips)  # after a clean stop there is nothing left to remove
         end_roles(args.roles_dir)
     return 0
+
+
+def _route_arg(text: str) -> RouteSpec:
+    table, protocol, local = text.split(":", 2)
+    return RouteSpec(int(table), int(protocol), local)
+
+
+def route_arg(route: RouteSpec) -> str:
+    return f"{route.table}:{route.protocol}:{route.local_interface}"
 
 
 def _wait_for_end(control: socket.socket) -> None:
@@ -178,9 +199,11 @@ class Guard:
         bus: EventBus,
         verbose: bool = False,
         roles_dir: Path | None = None,
+        route: RouteSpec | None = None,
     ) -> None:
         self.ifname, self.addresses, self.bus, self.verbose = ifname, addresses, bus, verbose
         self.roles_dir = roles_dir
+        self.route = route  # route mode: the guard withdraws the host routes too
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self._stopping = False
@@ -206,9 +229,10 @@ class Guard:
         vips = [arg for vip in self.addresses for arg in ("--vip", str(vip))]
         verbose = ["-v"] if self.verbose else []
         roles = ["--roles-dir", str(self.roles_dir)] if self.roles_dir else []
+        route = ["--route", route_arg(self.route)] if self.route else []
         return [
             sys.executable, "-m", "vipcast.daemon.guard", "--control-fd", str(fd),
-            "--interface", self.ifname, *vips, *roles, *verbose,
+            "--interface", self.ifname, *vips, *roles, *route, *verbose,
         ]  # fmt: skip
 
     def _on_readable(self) -> None:

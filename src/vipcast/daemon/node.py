@@ -23,7 +23,7 @@ from vipcast import config
 from vipcast.config import Config
 from vipcast.core import damping
 from vipcast.core.vrrp.machine import State, Transition
-from vipcast.daemon import scheduling, sdnotify
+from vipcast.daemon import scheduling, sdnotify, vips
 from vipcast.daemon.control import ControlServer
 from vipcast.daemon.dataplane.client import DataplaneClient
 from vipcast.daemon.election import Election
@@ -79,6 +79,7 @@ class Node:
             self.bus,
             log.isEnabledFor(logging.DEBUG),
             roles_dir=pidfiles.directory if cfg.roles else None,
+            route=vips.route_spec(cfg),
         )
         self.dataplane: DataplaneClient | None = None
         self._feed_totals: dict[tuple[str, str], int] = {}

@@ -11,6 +11,7 @@ the socket was opened in.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -48,6 +49,8 @@ IFA_F_DEPRECATED = 0x20
 IFA_F_TENTATIVE = 0x40
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
+SOL_NETLINK = 270
+NETLINK_GET_STRICT_CHK = 12  # Linux 4.20: dumps filtered by the kernel (table, protocol)
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,11 @@ def address_from_message(msg: Any) -> Address | None:
 class Rtnl:
     """Requests to the kernel's routing netlink, answered synchronously."""
 
-    def __init__(self, *, timeout: float = 2.0) -> None:
+    def __init__(self, *, timeout: float = 2.0, strict: bool = False) -> None:
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        if strict:  # an older kernel dumps everything: callers filter the answers too
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         self._sock.bind((0, 0))
         self._sock.settimeout(timeout)
         self._marshal = MarshalRtnl()
@@ -147,7 +153,7 @@ class Rtnl:
         """
         msg = _address_message(index, iface, flags)
         msg["attrs"].append(("IFA_FLAGS", flags))
-        return _encode(msg, RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+        return encode_request(msg, RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
 
     def send_encoded(self, request: bytes) -> list[Any]:
         """Send an encoded request under a new sequence number; its replies, or OSError."""
@@ -172,7 +178,7 @@ class Rtnl:
         self.close()
 
     def _request(self, msg: Any, msg_type: int, flags: int) -> list[Any]:
-        return self.send_encoded(_encode(msg, msg_type, flags))
+        return self.send_encoded(encode_request(msg, msg_type, flags))
 
     def _replies(self, seq: int) -> Iterator[Any]:
         while True:
@@ -200,7 +206,7 @@ def no_such_interface(ifname: str, names: Iterable[str]) -> LookupError:
     return LookupError(f"no interface {ifname!r}; interfaces here: {', '.join(sorted(names))}")
 
 
-def _encode(msg: Any, msg_type: int, flags: int) -> bytes:
+def encode_request(msg: Any, msg_type: int, flags: int) -> bytes:
     """``msg`` as a request of ``msg_type``; :meth:`Rtnl.send_encoded` numbers it."""
     msg["header"]["type"] = msg_type
     msg["header"]["flags"] = NLM_F_REQUEST | flags

@@ -25,8 +25,8 @@ from vipcast.daemon.election import vrrp_source
 from vipcast.daemon.events import EventBus
 from vipcast.daemon.metrics import Metrics
 from vipcast.daemon.quietlog import QuietLogger
+from vipcast.daemon.vips import Vips, announces_by_arp, for_config
 from vipcast.linux.announce import Announcer
-from vipcast.linux.vip import VipManager
 from vipcast.quorum.etcd import EtcdStore, Holder, StoreError
 
 log = logging.getLogger("vipcast.etcd")
@@ -54,7 +54,7 @@ class EtcdElection:
         params = LeaseParams(e.lease_ttl, e.renew_every, e.max_drift, e.stop_margin)
         self.router = Leadership(params, str(self.primary))  # `router.state` as the VRRP one
         self.store = EtcdStore(e)
-        self.vips = VipManager(cfg.node.interface, cfg.vip.addresses)
+        self.vips: Vips = for_config(cfg)  # on the interface, or as host routes
         self.announcer: Announcer | None = None
         self.handed_over = False
         self.transitions = 0
@@ -74,7 +74,8 @@ class EtcdElection:
 
     async def start(self) -> None:
         self.vips.remove()  # a VIP left by a crashed run: we start as a follower
-        self.announcer = Announcer(self.cfg.node.interface)
+        if announces_by_arp(self.cfg):  # route mode: the host route is the announcement
+            self.announcer = Announcer(self.cfg.node.interface)
         self._apply(self.router.start(self._loop.time()))
         self._tasks = [
             self._loop.create_task(self._requests()),

@@ -33,6 +33,7 @@ from vipcast.daemon.dataplane.receiver import ClusterReceiver, relay_host
 from vipcast.daemon.dataplane.relay import Fanout, FeedRelay
 from vipcast.daemon.dataplane.stats import FeedStats
 from vipcast.daemon.quietlog import QuietLogger, setup_logging
+from vipcast.daemon.vips import route_spec
 
 log = logging.getLogger("vipcast.dataplane")
 quiet = QuietLogger(log)
@@ -255,7 +256,9 @@ class Dataplane:
         except BlockingIOError:
             return
         if not data:  # the main process is gone: stop relaying, exit
-            guard.release_vips(self.cfg.node.interface, self.cfg.vip.addresses)
+            guard.release_vips(
+                self.cfg.node.interface, self.cfg.vip.addresses, route_spec(self.cfg)
+            )
             self.set_master(False)
             self.loop.stop()
             return
@@ -349,6 +352,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     control = socket.socket(fileno=args.control_fd)
     control.setblocking(False)
     cfg = config.load(args.config)
-    guard.release_on_parent_death(cfg.node.interface, cfg.vip.addresses)
+    guard.release_on_parent_death(cfg.node.interface, cfg.vip.addresses, route_spec(cfg))
     Dataplane(cfg, control, args.node_id, args.source, Path(args.config)).run()
     return 0
