@@ -12,7 +12,10 @@ router to VIP:8600, received on both nodes by bench/failover.py's receivers (bou
 the VIP with IP_FREEBIND, kernel timestamps), so the outage is the address's move as
 the apps on the VIP see it. Then node1 fails:
 
-* crash: SIGKILL of node1's daemon and its data plane (no resignation, no last advert);
+* crash: the host is gone: SIGKILL of node1's daemon and its data plane (no
+  resignation, no last advert) and node1's switch port down at once (a SIGKILL alone
+  leaves the VIP on node1's interface, where these receivers would still get traffic;
+  with etcd, node1's member goes too, as in a real host crash);
 * handover: ``vipcast handover`` on node1 (VRRP: priority 0 advert after the backup
   is master; etcd: the lease revoked, the VIP kept until node2 holds the key).
 
@@ -76,9 +79,10 @@ def start_backend(site: Site, backend: Backend, args: argparse.Namespace) -> lis
     return nodes
 
 
-def fail(master: VipcastNode, failure: Failure) -> str:
-    if failure == "crash":
+def fail(site: Site, master: VipcastNode, failure: Failure) -> str:
+    if failure == "crash":  # the host is gone: the daemon and, with it, its link
         master.proc.kill_group(signal.SIGKILL)
+        site.switch.set_link("p-node1", up=False)
         return "killed"
     answer = control.request(
         master.socket, "handover", timeout=HANDOVER_WAIT + 5, wait=HANDOVER_WAIT
@@ -111,7 +115,7 @@ def failover_once(backend: Backend, failure: Failure, args: argparse.Namespace) 
             if fo.holders(site) != {1}:
                 raise RuntimeError(f"before the failure the VIP is on nodes {fo.holders(site)}")
             failed_at = time.time()
-            note = fail(master, failure)
+            note = fail(site, master, failure)
             proc.wait(count / args.rate + 10)
             time.sleep(0.2)  # the last datagrams in flight
         finally:
