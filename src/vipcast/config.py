@@ -100,8 +100,9 @@ class EtcdConfig:
     ca_file: str | None = None  # TLS: the CA that signed the servers' certificates
     cert_file: str | None = None  # TLS client certificate (with key_file)
     key_file: str | None = None
-    user: str | None = None  # etcd authentication (with password_file)
-    password_file: str | None = None
+    user: str | None = None  # etcd authentication (with password or password_file)
+    password: str | None = None  # inline; password_file keeps it out of the config file
+    password_file: str | None = None  # its first line is the password
 
     @property
     def renew_every(self) -> float:
@@ -361,6 +362,7 @@ def _etcd(t: _Table, base: Path | None) -> EtcdConfig:
         cert_file=t.get("cert_file", _readable_file(base), None),
         key_file=t.get("key_file", _readable_file(base), None),
         user=t.get("user", _nonempty_str, None),
+        password=t.get("password", _nonempty_str, None),
         password_file=t.get("password_file", _readable_file(base), None),
     )
     t.done()
@@ -374,8 +376,10 @@ def _check_etcd(t: _Table, e: EtcdConfig) -> None:
         raise ConfigError(t.path_of("endpoints"), "at least one etcd endpoint")
     if (e.cert_file is None) != (e.key_file is None):
         raise ConfigError(t.path_of("cert_file"), "give cert_file and key_file together")
-    if (e.user is None) != (e.password_file is None):
-        raise ConfigError(t.path_of("user"), "give user and password_file together")
+    if e.password is not None and e.password_file is not None:
+        raise ConfigError(t.path_of("password"), "give password or password_file, not both")
+    if (e.user is None) != (e.password is None and e.password_file is None):
+        raise ConfigError(t.path_of("user"), "give user with password or password_file")
     if e.renew_every >= e.lease_ttl / 2:
         raise ConfigError(
             t.path_of("renew_interval"), f"less than half of lease_ttl ({e.lease_ttl / 2:g} s)"

@@ -321,8 +321,13 @@ def start_cluster(
     advert_interval: float = ADVERT_INTERVAL,
     cluster: dict[str, Any] | None = None,
     reply_every: int = REPLY_EVERY,
+    sections: Callable[[int], dict[str, dict[str, Any]]] | None = None,
 ) -> Cluster:
-    """The system under test, delivering; returns once both apps' nodes deliver."""
+    """The system under test, delivering; returns once both apps' nodes deliver.
+
+    ``sections(i)``: more config tables for node ``i`` (``election``'s keys merged);
+    with an ``etcd`` table node1 starts first and leads before node2 starts.
+    """
     intruder = add_intruder(site)
     feeds = [
         {
@@ -342,7 +347,14 @@ def start_cluster(
         }
         for i, p in PRIORITIES.items()
     }
-    nodes = {i: start_node(site, i, **specs[i]) for i in specs}
+    for i, spec in specs.items():
+        for name, table in (sections(i) if sections else {}).items():
+            spec[name] = {**spec.get(name, {}), **table}
+    nodes: dict[int, VipcastNode] = {}
+    for i, spec in specs.items():
+        nodes[i] = start_node(site, i, **spec)
+        if "etcd" in spec and i == 1:  # a race for the key otherwise
+            nodes[1].wait_state("MASTER")
     nodes[1].wait_state("MASTER")
     nodes[2].wait_state("BACKUP")
     apps = {i: start_app(site, i, reply_every) for i in nodes}

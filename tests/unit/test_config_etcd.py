@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from vipcast import config
+from vipcast.cli import check_config
 from vipcast.config import ConfigError
 
 ETCD: dict[str, Any] = {
@@ -88,7 +89,8 @@ def test_tls_and_auth_files_relative_to_the_config(tmp_path: Path) -> None:
         ({"stop_margin": 1.5}, "etcd.stop_margin", "second renewal"),
         ({"election": "a b"}, "etcd.election", "without spaces"),
         ({"ca_file": "/nonexistent/ca.pem"}, "etcd.ca_file", "No such file"),
-        ({"user": "vipcast"}, "etcd.user", "password_file"),
+        ({"user": "vipcast"}, "etcd.user", "password or password_file"),
+        ({"password": "pw"}, "etcd.user", "give user with"),
         ({"lease": 3}, "etcd.lease", "unknown key"),
     ],
 )
@@ -116,3 +118,47 @@ def test_backend_and_table_go_together() -> None:
     with pytest.raises(ConfigError) as e:
         config.parse({**ETCD, "election": {"backend": "raft"}})
     assert e.value.path == "election.backend"
+
+
+def test_an_inline_password_or_a_file_not_both(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("secret\n")
+    e = config.parse(etcd_with(user="vipcast", password="secret")).etcd  # noqa: S106
+    assert e is not None
+    assert (e.user, e.password, e.password_file) == ("vipcast", "secret", None)
+    with pytest.raises(ConfigError) as err:
+        config.parse(
+            etcd_with(user="v", password="s", password_file="pw"),  # noqa: S106
+            base=tmp_path,
+        )
+    assert err.value.path == "etcd.password"
+
+
+def test_check_config_warns_of_open_etcd_secrets_and_plain_etcd(tmp_path: Path) -> None:
+    for name in ("ca.pem", "cert.pem", "key.pem", "pw"):
+        (tmp_path / name).write_text("x")
+        (tmp_path / name).chmod(0o600)
+    secure = etcd_with(
+        endpoints=["https://198.18.0.30:2379"],
+        ca_file="ca.pem",
+        cert_file="cert.pem",
+        key_file="key.pem",
+        user="vipcast",
+        password_file="pw",  # noqa: S106 (a file name)
+    )
+    assert check_config.warnings(config.parse(secure, base=tmp_path)) == []
+    (tmp_path / "key.pem").chmod(0o640)
+    (line,) = check_config.warnings(config.parse(secure, base=tmp_path))
+    assert line.startswith(f"{tmp_path / 'key.pem'} is readable by others")
+    plain = check_config.warnings(config.parse(ETCD))
+    assert any("without authentication" in w for w in plain), plain
+    assert any("plain http" in w for w in plain), plain
+    assert not any("adverts" in w for w in plain), plain  # no VRRP with this backend
+
+
+def test_check_config_warns_of_an_inline_password_in_an_open_file(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text("")
+    path.chmod(0o644)
+    cfg = config.parse(etcd_with(user="vipcast", password="secret"))  # noqa: S106
+    lines = check_config.warnings(cfg, path)
+    assert f"{path} is readable by others (chmod 600 {path})" in lines

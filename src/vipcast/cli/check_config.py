@@ -43,13 +43,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"  cluster {_cluster(cfg)}")
     for feed in cfg.feeds:
         print(f"  feed {feed.name}: port {feed.port} -> {feed.mode} {list(feed.deliver)}")
-    for line in warnings(cfg):
+    if cfg.etcd is not None:
+        print(f"  etcd {_etcd(cfg.etcd)}")
+    for line in warnings(cfg, Path(args.file)):
         print(f"  WARNING: {line}")
     return 0
 
 
-def warnings(cfg: Config) -> list[str]:
+def warnings(cfg: Config, path: Path | None = None) -> list[str]:
     """One line per thing that works but leaves the cluster open to a LAN host."""
+    found = _etcd_warnings(cfg.etcd, path) if cfg.etcd is not None else _advert_warnings(cfg)
+    if cfg.feeds and not _envelopes_keyed(cfg):
+        found.append(
+            "envelopes are unauthenticated: any LAN host can inject datagrams "
+            "(set [cluster.auth] keys)"
+        )
+    found += [f"key file {p} is readable by others (chmod 600 {p})" for p in _open_key_files(cfg)]
+    return found
+
+
+def _advert_warnings(cfg: Config) -> list[str]:
     found = []
     a = cfg.election.auth
     if a is None:
@@ -64,12 +77,31 @@ def warnings(cfg: Config) -> list[str]:
             "election.priority 255 without [election.auth]: peers ignore an unsigned "
             "priority-255 advert from a non-owner (use 254)"
         )
-    if cfg.feeds and not _envelopes_keyed(cfg):
+    return found
+
+
+def _etcd(e: config.EtcdConfig) -> str:
+    tls = "TLS" + (" with a client certificate" if e.cert_file else "")
+    secure = tls if e.endpoints[0].startswith("https://") else "plain http"
+    auth = f"user {e.user}" if e.user else "no authentication"
+    return f"{', '.join(e.endpoints)}; key {e.election}, lease_ttl {e.lease_ttl}s; {secure}, {auth}"
+
+
+def _etcd_warnings(e: config.EtcdConfig, path: Path | None) -> list[str]:
+    found = []
+    if e.user is None and e.cert_file is None:
         found.append(
-            "envelopes are unauthenticated: any LAN host can inject datagrams "
-            "(set [cluster.auth] keys)"
+            "etcd without authentication (user or a client certificate): any host that "
+            "reaches etcd can take the election key"
         )
-    found += [f"key file {p} is readable by others (chmod 600 {p})" for p in _open_key_files(cfg)]
+    if any(u.startswith("http://") for u in e.endpoints):
+        found.append("etcd endpoints over plain http: requests and tokens travel in clear")
+    secrets = [Path(p) for p in (e.key_file, e.password_file) if p is not None]
+    if e.password is not None and path is not None:
+        secrets.append(path)  # the password is in the configuration file itself
+    found += [
+        f"{p} is readable by others (chmod 600 {p})" for p in secrets if keys.readable_by_others(p)
+    ]
     return found
 
 

@@ -19,6 +19,8 @@ from etcd3gw.client import Etcd3Client
 from vipcast.config import EtcdConfig
 
 API_PATH = "/v3/"  # etcd 3.4+; no discovery request at the first call
+# etcd's answers to a token it no longer knows (simple tokens live in the members' memory)
+TOKEN_REFUSED = ("invalid auth token", "user name is empty")
 
 
 class StoreError(Exception):
@@ -52,7 +54,7 @@ class EtcdStore:
     def _client(self, url: str) -> Etcd3Client:
         scheme, _, rest = url.partition("://")
         host, _, port = rest.rpartition(":")
-        return etcd3gw.client(
+        client = etcd3gw.client(
             host=host.strip("[]"),
             port=int(port),
             protocol=scheme,
@@ -62,6 +64,10 @@ class EtcdStore:
             timeout=self.cfg.timeout,
             api_path=API_PATH,
         )
+        # the configured TLS files only: requests would let REQUESTS_CA_BUNDLE override
+        # ca_file, and take proxies and .netrc credentials from the environment
+        client.session.trust_env = False
+        return client
 
     @property
     def endpoint(self) -> str:
@@ -75,18 +81,28 @@ class EtcdStore:
         except (exceptions.Etcd3Exception, ValueError, OSError) as e:
             self.current = (self.current + 1) % len(self.clients)  # the next one, next time
             detail = getattr(e, "detail_text", None) or str(e) or type(e).__name__
+            if any(text in detail for text in TOKEN_REFUSED):
+                client.session.headers.pop("Authorization", None)  # a new token next time
             raise StoreError(f"{client.base_url}{path}: {detail}") from None
 
     def _authenticate(self, client: Etcd3Client) -> None:
-        """etcd's user/password: a token in the Authorization header, fetched once."""
+        """etcd's user/password (etcd3gw has none): the gateway's /v3/auth/authenticate
+        on the client's own session, its token in the Authorization header until etcd
+        refuses it (a member restarted, the token's TTL passed)."""
         if self.cfg.user is None or "Authorization" in client.session.headers:
             return
-        assert self.cfg.password_file is not None
-        password = Path(self.cfg.password_file).read_text().splitlines()[0]
         answer = client.post(
-            client.get_url("/auth/authenticate"), json={"name": self.cfg.user, "password": password}
+            client.get_url("/auth/authenticate"),
+            json={"name": self.cfg.user, "password": self._password()},
         )
         client.session.headers["Authorization"] = answer["token"]
+
+    def _password(self) -> str:
+        if self.cfg.password is not None:
+            return self.cfg.password
+        assert self.cfg.password_file is not None
+        lines = Path(self.cfg.password_file).read_text().splitlines()  # read anew: rotation
+        return lines[0] if lines else ""
 
     # --- the election's requests ------------------------------------------------------
 

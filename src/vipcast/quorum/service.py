@@ -119,7 +119,9 @@ class EtcdElection:
             )
         except (StoreError, TimeoutError) as e:
             self.errors[step.value] = self.errors.get(step.value, 0) + 1
-            quiet.warning(f"etcd:{step.value}", "etcd %s failed: %s", step.value, e or "timeout")
+            quiet.warning(
+                f"etcd:{step.value}", "etcd %s failed: %s", step.value, str(e) or "timeout"
+            )
             self._apply(self.router.failed(step, self._loop.time()))
             return
         except Exception:
