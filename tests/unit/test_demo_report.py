@@ -83,7 +83,9 @@ def test_it_shows_the_keys_each_node_used_and_what_it_refused() -> None:
     }
     r = result()
     r.daemons = {"node1": keyed, "node2": {"auth": None, "feeds": {}}}
-    text = " ".join(report.render(r).split())
-    assert "node1: adverts signed with key 1 (enforce), 2 refused;" in text
-    assert "envelopes and NACKs signed with key 1, 4 envelopes and 0 NACKs refused" in text
-    assert "node2: adverts unauthenticated; envelopes unauthenticated" in text
+    lines = report.render(r).splitlines()
+    want = (
+        "  node1: adverts key 1 (enforce), 2 refused; envelopes key 1, 4 refused; NACKs 0 refused"
+    )
+    assert want in lines
+    assert "  node2: adverts unauthenticated; envelopes unauthenticated" in lines

@@ -269,7 +269,7 @@ def _sessions(r: Result) -> list[str]:
 
 def _keys(r: Result) -> list[str]:
     """What each daemon signed and verified with, and what it refused (status, at the end)."""
-    out = ["Keys (new ones in the demo's folder, mode 0600; ids only, never a secret)"]
+    out = ["Keys each node signed and verified with (new, in the demo's folder, mode 0600)"]
     for name, status in sorted(r.daemons.items()):
         out.append(f"  {name}: {_advert_keys(status)}; {_envelope_keys(status)}")
     return out
@@ -280,7 +280,7 @@ def _advert_keys(status: Mapping[str, Any]) -> str:
     if not auth:
         return "adverts unauthenticated"
     refused = sum((status.get("rejected") or {}).values())
-    return f"adverts signed with key {auth['active_key']} ({auth['mode']}), {refused} refused"
+    return f"adverts key {auth['active_key']} ({auth['mode']}), {refused} refused"
 
 
 def _envelope_keys(status: Mapping[str, Any]) -> str:
@@ -290,10 +290,7 @@ def _envelope_keys(status: Mapping[str, Any]) -> str:
         return "envelopes unauthenticated"
     envelopes = sum((feeds.get("rejected_envelopes") or {}).values())
     nacks = sum((feeds.get("rejected_nacks") or {}).values())
-    return (
-        f"envelopes and NACKs signed with key {auth['active_key']}, "
-        f"{envelopes} envelopes and {nacks} NACKs refused"
-    )
+    return f"envelopes key {auth['active_key']}, {envelopes} refused; NACKs {nacks} refused"
 
 
 def _summary(r: Result) -> str:
