@@ -51,6 +51,15 @@ def test_the_demo_measures_a_failover_and_a_handover_and_leaves_nothing_behind()
     assert set(decoded) == {"node1", "node2"}, out
     assert all(int(n.replace(",", "")) > 1000 for n in decoded.values()), decoded
     assert "Sessions seen" in out
+    # both nodes signed and verified with the demo's keys, and refused nothing: the apps'
+    # reports above came through keyed envelopes, the election through signed adverts
+    keyed = re.findall(
+        r"^  (node\d): adverts key 1 \(enforce\), 0 refused; envelopes key 1, 0 refused; "
+        r"NACKs 0 refused$",
+        out,
+        re.M,
+    )
+    assert sorted(keyed) == ["node1", "node2"], out
     sessions = re.findall(r"^  0x[0-9a-f]+  relayed by node\d", out, re.M)
     assert len(sessions) >= 3, out  # a new session at each takeover
     # nothing of the demo's is left; other runs may make namespaces meanwhile, so look

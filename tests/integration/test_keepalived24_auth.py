@@ -11,137 +11,43 @@ keepalived's own log and its stats file (SIGUSR2), vipcast's status, frames on t
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI
-from tests.lab import oracles
 from tests.lab.capture import Capture, Frame
-from tests.lab.keepalived import keepalived_config
-from tests.lab.keepalived_peer import KeepalivedPeer, start_peer
-from tests.lab.nodes import VipcastNode, node_sections, render_config, start_node
+from tests.lab.keepalived24 import (
+    BAD_HMAC,
+    INTERVAL,
+    KEEPALIVED,
+    VIPCAST,
+    Pair,
+    adverts_go_by,
+    auth_errors,
+    holders,
+    ka_auth,
+    keepalived24_binary,
+    wait_holders,
+)
 from tests.lab.wait import wait_until
-from vipcast import keys
 from vipcast.core.vrrp.auth import parse_trailer
 from vipcast.core.vrrp.codec import AUTH_TRAILER_LEN
-from vipcast.lab.site import VIP, Site, node_address
+from vipcast.lab.site import Site, node_address
 
 pytestmark = [pytest.mark.root]
 
-INTERVAL = 0.1
-VIPCAST, KEEPALIVED = 1, 2
-SHARED = Path(os.environ.get("VIPCAST_SHARED", Path(__file__).parents[3] / "shared"))
 KEY1 = bytes(range(32))
 KEY2 = bytes(range(100, 132))
-AUTH_ERRORS = "Authentication Extension Errors"
-BAD_HMAC = f"{AUTH_ERRORS}/Invalid HMAC"
 
 
 @pytest.fixture(scope="module")
 def keepalived24() -> str:
-    """The path of keepalived 2.4.3, built (once, cached) by ../shared/anchors/build.sh."""
-    script = SHARED / "anchors" / "build.sh"
-    if not script.exists():
-        why = f"needs keepalived 2.4.3 from {script} (shared/ beside the clone, as in CI)"
-        if IN_CI:
-            pytest.fail(f"CI=true and this test {why}", pytrace=False)
-        pytest.skip(why)
-    done = subprocess.run(
-        [str(script), "keepalived"], capture_output=True, text=True, timeout=900, check=False
-    )
-    assert done.returncode == 0, f"build.sh keepalived failed: {done.stderr}"
-    binary = done.stdout.strip().splitlines()[-1]
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
-    assert "v2.4.3" in version.stdout + version.stderr, version
-    return binary
-
-
-def hex_key(secret: bytes) -> str:
-    return "hex:" + secret.hex()
-
-
-def ka_auth(keys_: dict[int, bytes], active: int, mode: str = "enforce") -> dict[str, Any]:
-    return {
-        "keys": {i: hex_key(k) for i, k in keys_.items()},
-        "active_key": active,
-        "mode": mode,
-    }
-
-
-class Pair:
-    """The vipcast node and the keepalived peer of one test, and their keys."""
-
-    def __init__(self, site: Site, binary: str) -> None:
-        self.site = site
-        self.binary = binary
-        self.n1: VipcastNode | None = None
-        self.ka: KeepalivedPeer | None = None
-
-    def key_file(self, secret: bytes) -> str:
-        """``file:PATH`` of a 0600 key file holding ``secret`` (written once)."""
-        path = self.site.lab.workdir / f"vrrp-{secret[:4].hex()}.key"
-        if not path.exists():
-            keys.write_key_file(path, secret)
-        return f"file:{path}"
-
-    def vipcast_auth(self, keys_: dict[int, bytes], active: int) -> dict[str, Any]:
-        table = {str(i): self.key_file(k) for i, k in keys_.items()}
-        return {"keys": table, "active_key": active, "mode": "enforce"}
-
-    def vipcast(self, priority: int, auth: dict[str, Any], **election: Any) -> VipcastNode:
-        self.n1 = start_node(
-            self.site,
-            VIPCAST,
-            election={"priority": priority, "advert_interval": INTERVAL, **election},
-            **{"election.auth": auth},
-        )
-        return self.n1
-
-    def ka_config(self, priority: int, auth: dict[str, Any], **options: Any) -> str:
-        return keepalived_config(priority=priority, advert_int=INTERVAL, auth_hmac=auth, **options)
-
-    def keepalived(self, priority: int, auth: dict[str, Any], **options: Any) -> KeepalivedPeer:
-        self.ka = start_peer(
-            self.site,
-            KEEPALIVED,
-            binary=self.binary,
-            priority=priority,
-            advert_int=INTERVAL,
-            auth_hmac=auth,
-            **options,
-        )
-        return self.ka
+    return keepalived24_binary()
 
 
 @pytest.fixture
 def pair(site: Site, keepalived24: str) -> Pair:
     return Pair(site, keepalived24)
-
-
-def holders(site: Site) -> set[int]:
-    return {i for i, node in enumerate(site.nodes, 1) if VIP in oracles.addresses(node)}
-
-
-def wait_holders(site: Site, want: set[int], timeout: float = 3) -> None:
-    wait_until(lambda: holders(site) == want, timeout, what=f"VIP held by nodes {want}")
-
-
-def adverts_go_by(node: VipcastNode, key: str, count: int) -> None:
-    start = node.status()[key]
-    wait_until(
-        lambda: node.status()[key] >= start + count,
-        count * INTERVAL + 3,
-        what=f"{count} more {key} on node{node.index}",
-    )
-
-
-def auth_errors(ka: KeepalivedPeer) -> dict[str, int]:
-    return {k: v for k, v in ka.stats().items() if k.startswith(AUTH_ERRORS) and v}
 
 
 def trailers_from(frames: list[Frame], source: str) -> list[bytes]:
@@ -227,16 +133,8 @@ def test_key_rotation_by_sighup_on_both_without_a_flap(pair: Pair) -> None:
     transitions = n1.status()["transitions"]
 
     def both(keys_: dict[int, bytes], active: int) -> None:
-        reloads = ka.count("Reloading")
-        ka.reload(pair.ka_config(100, ka_auth(keys_, active)))
-        auth = pair.vipcast_auth(keys_, active)
-        election = {"priority": 150, "advert_interval": INTERVAL}
-        sections = node_sections(site, VIPCAST, election=election, **{"election.auth": auth})
-        n1.config.write_text(render_config(sections))
-        n1.proc.signal(signal.SIGHUP)
-        want = {"mode": "enforce", "active_key": active, "keys": sorted(keys_)}
-        wait_until(lambda: n1.status()["auth"] == want, 3, what=f"vipcast reloaded {want}")
-        wait_until(lambda: ka.count("Reloading") > reloads, 3, what="keepalived reloading")
+        pair.reload_keepalived(100, ka_auth(keys_, active))
+        pair.reload_vipcast(150, pair.vipcast_auth(keys_, active))
         adverts_go_by(n1, "adverts_sent", 10)
 
     with Capture(site.nodes[VIPCAST - 1]) as cap:
@@ -263,7 +161,9 @@ def test_mismatched_keys_each_side_rejects_the_other_and_counts_it(pair: Pair) -
     site = pair.site
     n1 = pair.vipcast(150, pair.vipcast_auth({1: KEY1}, 1))
     n1.wait_state("MASTER")
-    ka = pair.keepalived(100, ka_auth({1: KEY2}, 1))
+    # keepalived restarts its master's advert timer on every packet it reads, rejected or
+    # not: with ours every 0.1 s its own 0.1 s adverts would hardly ever leave
+    ka = pair.keepalived(100, ka_auth({1: KEY2}, 1), advert_int=INTERVAL / 2)
     ka.wait_state("MASTER", 3)  # it never hears a valid advert from us
     wait_holders(site, {VIPCAST, KEEPALIVED})
     wait_until(lambda: n1.status()["rejected"].get("bad_hmac", 0) >= 5, 3, what="bad_hmac")

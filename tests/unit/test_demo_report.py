@@ -70,3 +70,22 @@ def test_it_explains_the_extra_loss_of_a_node_cut_off_longer_than_the_window() -
     assert "node1 was cut off" in text
     assert "more than node2" in text
     assert "cluster.retransmit_age (5 s)" in text
+
+
+def test_it_shows_the_keys_each_node_used_and_what_it_refused() -> None:
+    keyed = {
+        "auth": {"mode": "enforce", "active_key": 1, "keys": [1]},
+        "rejected": {"bad_hmac": 2},
+        "feeds": {
+            "cluster_auth": {"active_key": 1, "keys": [1]},
+            "rejected_envelopes": {"replay": 3, "stale": 1},
+        },
+    }
+    r = result()
+    r.daemons = {"node1": keyed, "node2": {"auth": None, "feeds": {}}}
+    lines = report.render(r).splitlines()
+    want = (
+        "  node1: adverts key 1 (enforce), 2 refused; envelopes key 1, 4 refused; NACKs 0 refused"
+    )
+    assert want in lines
+    assert "  node2: adverts unauthenticated; envelopes unauthenticated" in lines

@@ -316,3 +316,12 @@ def test_random_keyed_bodies_raise_only_bad_envelope(body: bytes, version: int, 
         head = bytes([0x56, 0x43, version, mtype, hlen, 0x01]) + bytes(6) + b"\x00" * 7 + b"\x01"
         with contextlib.suppress(BadEnvelope):
             decode(head + body, timed((1, KEY1)))
+
+
+@pytest.mark.parametrize("size", [1, 32, 64, 65, 200])
+def test_the_precomputed_mac_is_hmac_sha256_truncated(size: int) -> None:
+    """The signer's tag is RFC 2104's HMAC-SHA256 (as the stdlib computes it), 16 bytes."""
+    secret = bytes((7 * i + size) & 0xFF for i in range(size))
+    signer = Signer(1, secret)
+    for message in (b"", b"x", bytes(range(256)) * 7):
+        assert signer.tag(message) == hmac.digest(secret, message, "sha256")[:16]

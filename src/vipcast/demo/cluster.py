@@ -33,16 +33,28 @@ APP_PORT = 9600
 RADAR_PORT = 8600  # the radar sends from this port too, as ASTERIX senders often do
 
 
-def advert_key(workdir: Path) -> Path:
-    """The demo's VRRP key file, made once (``vipcast keygen``'s format, mode 0600)."""
-    path = workdir / "vrrp.key"
+ADVERT_KEY, CLUSTER_KEY = "vrrp.key", "cluster.key"  # file names in the demo's workdir
+
+
+def key_file(workdir: Path, name: str) -> Path:
+    """One of the demo's key files, made once (``vipcast keygen``'s format, mode 0600)."""
+    path = workdir / name
     if not path.exists():
         keys.write_key_file(path, keys.new_key())
     return path
 
 
+def _auth(workdir: Path, name: str) -> dict[str, Any]:
+    return {"keys": {1: f"file:{key_file(workdir, name)}"}, "active_key": 1}
+
+
 def node_config(i: int, workdir: Path) -> str:
-    """Node ``i``'s (1-based) configuration file text; adverts signed with a new key."""
+    """Node ``i``'s (1-based) configuration file text; adverts and envelopes keyed.
+
+    Both nodes share two new keys, written once in ``workdir``: one signs the adverts
+    (``[election.auth]``, keepalived 2.4's ``auth_hmac``), the other the envelopes and
+    NACKs (``[cluster.auth]``).
+    """
     sections: dict[str, dict[str, Any]] = {
         "node": {
             "name": f"node{i}",
@@ -55,9 +67,10 @@ def node_config(i: int, workdir: Path) -> str:
             "advert_interval": ADVERT_INTERVAL,
             "preempt": True,
         },
-        "election.auth": {"keys": {1: f"file:{advert_key(workdir)}"}, "active_key": 1},
+        "election.auth": _auth(workdir, ADVERT_KEY),
         "vip": {"addresses": [f"{VIP}/24"]},
         "cluster": {"group": GROUP},
+        "cluster.auth": _auth(workdir, CLUSTER_KEY),
     }
     feed = {
         "name": FEED_NAME,

@@ -98,7 +98,7 @@ def takeover_after(events: Sequence[DaemonEvent], after: float) -> DaemonEvent |
 def render(result: Result) -> str:
     result.measured = compute(result)
     lines = ["", *_timeline(result), "", *_table(result), "", *_verdicts(result)]
-    lines += ["", *_sessions(result), "", _summary(result), ""]
+    lines += ["", *_sessions(result), "", *_keys(result), "", _summary(result), ""]
     return "\n".join(wrapped for line in lines for wrapped in fit(line))
 
 
@@ -265,6 +265,32 @@ def _sessions(r: Result) -> list[str]:
         )
         out.append(f"  {session_name(session)}  relayed by {relay}, from {began}: {seen}")
     return out
+
+
+def _keys(r: Result) -> list[str]:
+    """What each daemon signed and verified with, and what it refused (status, at the end)."""
+    out = ["Keys each node signed and verified with (new, in the demo's folder, mode 0600)"]
+    for name, status in sorted(r.daemons.items()):
+        out.append(f"  {name}: {_advert_keys(status)}; {_envelope_keys(status)}")
+    return out
+
+
+def _advert_keys(status: Mapping[str, Any]) -> str:
+    auth = status.get("auth")
+    if not auth:
+        return "adverts unauthenticated"
+    refused = sum((status.get("rejected") or {}).values())
+    return f"adverts key {auth['active_key']} ({auth['mode']}), {refused} refused"
+
+
+def _envelope_keys(status: Mapping[str, Any]) -> str:
+    feeds = status.get("feeds") or {}
+    auth = feeds.get("cluster_auth")
+    if not auth:
+        return "envelopes unauthenticated"
+    envelopes = sum((feeds.get("rejected_envelopes") or {}).values())
+    nacks = sum((feeds.get("rejected_nacks") or {}).values())
+    return f"envelopes key {auth['active_key']}, {envelopes} refused; NACKs {nacks} refused"
 
 
 def _summary(r: Result) -> str:
