@@ -391,10 +391,20 @@ def _in_flight_at_kills(run: Run) -> set[tuple[str, int, int]]:
 Key = tuple[int, int]  # (session, seq), ordered as time orders them (session ids grow)
 
 
-def _records_in_order(node: NodeRecord) -> list[tuple[float, Key, Key]]:
-    """(time, first key, last key) of every delivery and gap of ``node``, by time."""
-    items = [(d.at, (d.session, d.seq), (d.session, d.seq)) for d in node.deliveries]
-    items += [(g.at, (g.session, g.first), (g.session, g.last)) for g in node.gaps]
+def _records_in_order(node: NodeRecord, real: Iterable[int]) -> list[tuple[float, Key, Key]]:
+    """(time, first key, last key) of every delivery and gap of ``node`` in a ``real``
+    relay session, by time (a forged session's id may be above every real one)."""
+    sessions = set(real)
+    items = [
+        (d.at, (d.session, d.seq), (d.session, d.seq))
+        for d in node.deliveries
+        if d.session in sessions
+    ]
+    items += [
+        (g.at, (g.session, g.first), (g.session, g.last))
+        for g in node.gaps
+        if g.session in sessions
+    ]
     return sorted(items)
 
 
@@ -405,7 +415,7 @@ def blackouts(node: NodeRecord, top: dict[int, int]) -> dict[int, list[Interval]
     reported before it was killed and the first one after it was up again.
     """
     out: dict[int, list[Interval]] = {}
-    records = _records_in_order(node)
+    records = _records_in_order(node, top)
     for killed, up in node.restarts:
         before = [r[2] for r in records if r[0] < killed]
         after = [r[1] for r in records if r[0] > up]

@@ -214,6 +214,17 @@ def test_a_restart_excuses_what_was_relayed_while_the_node_was_down() -> None:
     assert ck.check_accounting(run) == []
 
 
+def test_a_forged_sessions_record_does_not_hide_a_restart() -> None:
+    """A forged session's id is above every real one: it must not be where delivery was."""
+    run = clean()
+    drop(run, "node2", 400, 599)
+    run.nodes["node2"].restarts = [(4.0, 6.0)]
+    forged = Delivery(S2 << 8, 1, ck.FOREIGN_NUMBER + 1, 3.95)
+    run.nodes["node2"].deliveries.append(forged)
+    run.nodes["node2"].deliveries.sort(key=lambda d: d.at)
+    assert ck.check_accounting(run) == []
+
+
 def test_a_restart_does_not_excuse_loss_before_the_kill() -> None:
     run = clean()
     drop(run, "node2", 300, 309)
