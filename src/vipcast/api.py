@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from vipcast.core import envelope as env
+from vipcast.core import replies
 
 Endpoint = tuple[str, int]
 
@@ -110,19 +111,27 @@ class Sender:
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.outbound = outbound
         self.feed = feed
-        self._framer = env.DataFramer(feed, 0, 1)
+        self._framer = env.DataFramer(feed, 0, replies.UNNAMED)
         self._seq = 0
 
-    def send(self, payload: bytes, destination: Endpoint, *, term: int = 0) -> None:
+    def send(
+        self, payload: bytes, destination: Endpoint, *, term: int = 0, session: int = 0
+    ) -> None:
         """Ask the master to send ``payload`` from VIP:port to ``destination``.
 
-        ``term``: the :attr:`Message.term` of the request this answers. A reply with a
-        term leaves only while this node's relay holds that very term (etcd backend):
-        a request relayed under a deposed leader is answered by nobody else.
+        ``session`` and ``term``: the :attr:`Message.session` and :attr:`Message.term` of
+        the request this answers. A reply naming a session leaves only from the node
+        whose relay relayed that request, while it holds the VIPs: each request is
+        answered once, even across a handover, by the node that took it in (without
+        one, by whichever node is delivering its own relay's session when the reply
+        arrives). A reply with a term leaves only while this node's relay holds that
+        very term (etcd backend): a request relayed under a deposed leader is answered
+        by nobody else.
         """
         self._seq += 1
-        if self._framer.term != term:
-            self._framer = env.DataFramer(self.feed, 0, 1, term=term)
+        named = session or replies.UNNAMED
+        if self._framer.term != term or self._framer.session != named:
+            self._framer = env.DataFramer(self.feed, 0, named, term=term)
         record = env.encode_record(env.Datagram(("0.0.0.0", 0), destination, payload, 0))
         self.sock.sendto(self._framer.frame(self._seq, [record]), self.outbound)
 

@@ -321,6 +321,7 @@ def start_cluster(
     advert_interval: float = ADVERT_INTERVAL,
     cluster: dict[str, Any] | None = None,
     reply_every: int = REPLY_EVERY,
+    named_replies: bool = True,
     sections: Callable[[int], dict[str, dict[str, Any]]] | None = None,
 ) -> Cluster:
     """The system under test, delivering; returns once both apps' nodes deliver.
@@ -357,7 +358,7 @@ def start_cluster(
             nodes[1].wait_state("MASTER")
     nodes[1].wait_state("MASTER")
     nodes[2].wait_state("BACKUP")
-    apps = {i: start_app(site, i, reply_every) for i in nodes}
+    apps = {i: start_app(site, i, reply_every, named_replies) for i in nodes}
     nodes_ref = nodes  # the dict a restart updates: recorders follow it
     events = {i: EventsRecorder(f"node{i}", lambda i=i: nodes_ref[i].socket) for i in nodes}
     sampler = Sampler(
@@ -411,10 +412,10 @@ def _delivered(c: Cluster, i: int) -> int:
     return int(c._feed(c.nodes[i]).get("delivered", 0))
 
 
-def start_app(site: Site, i: int, reply_every: int = REPLY_EVERY) -> AppProcess:
+def start_app(site: Site, i: int, reply_every: int = REPLY_EVERY, named: bool = True) -> AppProcess:
     out = site.lab.workdir / f"app-node{i}-{len(site.lab.processes)}.json"
     args = ["app", str(APP_PORT), "--reply", str(OUTBOUND_PORT), "--name", f"node{i}"]
-    args += ["--reply-every", str(reply_every)]
+    args += ["--reply-every", str(reply_every), *([] if named else ["--unnamed"])]
     proc = site.nodes[i - 1].spawn(
         [sys.executable, "-m", "tests.lab.recorder", *args, "--out", str(out)], name="app"
     )

@@ -8,14 +8,14 @@ Two programs, each run as its own process inside a namespace::
 The app decodes each one-record envelope the node delivers and keeps
 [session, seq, number, arrival monotonic time, term, relay's ingress Unix ns]; with
 ``--reply`` it answers every ``--reply-every``-th number as a hot-standby app does (each
-node's app answers; only the master's answer may leave): through the feed's outbound
-port to the request's sender (``vipcast.Sender``, naming the request's term), with the
-request's number and its node's name. The sender numbers its payloads 0..N-1 and keeps,
-every ``MARK_EVERY`` numbers, the time just before it sent that number; with
-``--replies`` it also keeps every reply it gets, as [number, answering node, source
-address, source port, arrival time] (read on its own socket, and for ``REPLY_LINGER`` s
-after the last send unless stopped). Both write JSON on SIGTERM (the sender also when
-it is done).
+node's app answers; only one answer may leave): through the feed's outbound port to the
+request's sender (``vipcast.Sender``, naming the request's session and term, or with
+``--unnamed`` neither), with the request's number and its node's name. The sender
+numbers its payloads 0..N-1 and keeps, every ``MARK_EVERY`` numbers, the time just
+before it sent that number; with ``--replies`` it also keeps every reply it gets, as
+[number, answering node, source address, source port, arrival time] (read on its own
+socket, and for ``REPLY_LINGER`` s after the last send unless stopped). Both write JSON
+on SIGTERM (the sender also when it is done).
 
 In the test process: :class:`EventsRecorder` (a thread reading a node's ``events``
 stream, reconnecting after a restart) and :class:`Sampler` (threads sampling every
@@ -60,7 +60,12 @@ def _on_sigterm() -> list[int]:
 
 
 def app(
-    port: int, out: Path, reply: int | None = None, name: str = "", every: int = REPLY_EVERY
+    port: int,
+    out: Path,
+    reply: int | None = None,
+    name: str = "",
+    every: int = REPLY_EVERY,
+    named: bool = True,
 ) -> None:
     from vipcast.api import Sender
     from vipcast.core import envelope as env
@@ -95,7 +100,12 @@ def app(
             records.append([msg.session, msg.first_seq + i, number, now, msg.term, d.ingress_ns])
             if answer is not None and number >= 0 and number % every == 0:
                 with contextlib.suppress(OSError):  # a daemon restarting: no outbound port
-                    answer.send(NUMBER.pack(number) + tag, d.src, term=msg.term)
+                    answer.send(
+                        NUMBER.pack(number) + tag,
+                        d.src,
+                        term=msg.term if named else 0,
+                        session=msg.session if named else 0,
+                    )
     out.write_text(json.dumps({"records": records, "undecodable": bad}))
 
 
@@ -153,10 +163,11 @@ def main() -> int:
     parser.add_argument("--reply", type=int, help="app: answer through this outbound port")
     parser.add_argument("--name", default="", help="app: its node, carried in its answers")
     parser.add_argument("--reply-every", type=int, default=REPLY_EVERY, help="app")
+    parser.add_argument("--unnamed", action="store_true", help="app: name no request")
     parser.add_argument("--replies", action="store_true", help="send: count the replies")
     a = parser.parse_args()
     if a.mode == "app":
-        app(int(a.args[0]), a.out, a.reply, a.name, a.reply_every)
+        app(int(a.args[0]), a.out, a.reply, a.name, a.reply_every, not a.unnamed)
     else:
         send(a.args[0], int(a.args[1]), a.count, a.rate, a.out, a.replies)
     return 0

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vipcast.core.replies import answers
+from vipcast.api import Sender
+from vipcast.core import envelope as env
+from vipcast.core.replies import UNNAMED, answers, answers_request
 
 OWN, OTHER = 0x18B_0001, 0x18B_0002
 
@@ -41,3 +45,23 @@ def test_two_nodes_delivering_the_same_session_never_both_answer(
     a = answers(holds_vips=True, delivering=session, own_session=own_a, leads=leads_a)
     b = answers(holds_vips=True, delivering=session, own_session=own_b, leads=leads_b)
     assert not (a and b)
+
+
+def test_a_reply_naming_its_request_leaves_from_the_relay_that_took_the_request_in() -> None:
+    assert answers_request(holds_vips=True, request_session=OWN, own_session=OWN)
+    assert not answers_request(holds_vips=True, request_session=OTHER, own_session=OWN)
+    assert not answers_request(holds_vips=False, request_session=OWN, own_session=OWN)
+
+
+def test_the_python_sender_names_the_request_it_answers() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as outbound:
+        outbound.bind(("127.0.0.1", 0))
+        sender = Sender(outbound.getsockname())
+        sender.send(b"a", ("198.19.0.2", 4000), session=OWN, term=7)
+        sender.send(b"b", ("198.19.0.2", 4000))
+        sender.close()
+        named, unnamed = (env.decode_message_untrusted(outbound.recv(2048)) for _ in range(2))
+    assert isinstance(named, env.Data)
+    assert isinstance(unnamed, env.Data)
+    assert (named.session, named.term, named.datagrams[0].payload) == (OWN, 7, b"a")
+    assert (unnamed.session, unnamed.term) == (UNNAMED, 0)

@@ -7,9 +7,18 @@ nodes switch at the same record (the old session's end), so the old master answe
 session to the end and the new one from its first record; a master whose election is
 frozen while another took over answers only what its own relay received. Before
 anything has been delivered, the election's view decides.
+
+A reply can also name the session of the request it answers (``vipcast.Sender``): then
+only the node whose relay relayed that request sends it, whatever is being delivered
+when the reply reaches the data plane. That closes the one window the rule above
+leaves: an app that answers the old session's last requests late, after the switch.
 """
 
 from __future__ import annotations
+
+from typing import Final
+
+UNNAMED: Final = 1  # the session a reply names when it answers no request in particular
 
 
 def answers(*, holds_vips: bool, delivering: int | None, own_session: int, leads: bool) -> bool:
@@ -24,3 +33,8 @@ def answers(*, holds_vips: bool, delivering: int | None, own_session: int, leads
     if delivering is None:
         return leads
     return delivering == own_session
+
+
+def answers_request(*, holds_vips: bool, request_session: int, own_session: int) -> bool:
+    """Whether this node sends a reply naming ``request_session``: only its relay's own."""
+    return holds_vips and request_session == own_session

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from vipcast.config import Endpoint, FeedConfig
 from vipcast.core import envelope as env
+from vipcast.core import replies
 from vipcast.daemon.dataplane.relay import FeedRelay
 from vipcast.daemon.dataplane.stats import FeedStats
 from vipcast.daemon.quietlog import QuietLogger
@@ -26,10 +27,16 @@ quiet = QuietLogger(log)
 
 class Outbound:
     def __init__(
-        self, feed: FeedConfig, relay: FeedRelay, stats: FeedStats, speaking: Callable[[], bool]
+        self,
+        feed: FeedConfig,
+        relay: FeedRelay,
+        stats: FeedStats,
+        speaking: Callable[[], bool],
+        answers_for: Callable[[int], bool],
     ) -> None:
         assert feed.outbound is not None
         self.feed, self.relay, self.stats, self.speaking = feed, relay, stats, speaking
+        self.answers_for = answers_for  # a reply naming its request's session
         host, port = feed.outbound
         self.sock = udp.udp_socket(udp.family_of(host), rcvbuf=8 << 20, sndbuf=1 << 20)
         self.sock.bind((host, port))
@@ -42,12 +49,10 @@ class Outbound:
 
     def on_readable(self) -> None:
         while batch := self.receiver.receive():
-            if not self.speaking():
-                self.stats.replies_dropped += len(batch)
-                continue
+            speaking = self.speaking()
             out: list[tuple[bytes, Endpoint]] = []
             for r in batch:
-                out.extend(self._destinations(bytes(r.payload), self.relay.state.term))
+                out.extend(self._destinations(bytes(r.payload), speaking))
             if out:
                 result = self.sender.send(out)
                 self.stats.replies_sent += result.sent
@@ -59,20 +64,36 @@ class Outbound:
                         result.failed + result.unsent,
                     )
 
-    def _destinations(self, data: bytes, term: int) -> list[tuple[bytes, Endpoint]]:
-        """Where a reply goes; none if it answers a request of another term than ours."""
-        if data[:2] == env.MAGIC:
-            try:
-                msg = env.decode_message_untrusted(data)
-            except env.BadEnvelope:
-                pass
-            else:
-                if isinstance(msg, env.Data):
-                    if msg.term and msg.term != term:
-                        self.stats.replies_dropped += len(msg.datagrams)
-                        return []
-                    return [(d.payload, d.dst) for d in msg.datagrams]
-        return [(data, dst) for dst in self.feed.send_to]
+    def _destinations(self, data: bytes, speaking: bool) -> list[tuple[bytes, Endpoint]]:
+        """Where a reply goes: none unless this node answers it (:mod:`vipcast.core.replies`).
+
+        A plain datagram goes to ``send_to`` while the node is speaking; a ``Sender``
+        envelope to its records' destinations, if it names a session this node's relay
+        ran (or none, while speaking) and no other term than ours.
+        """
+        msg = _reply_envelope(data)
+        if msg is None:
+            if not speaking:
+                self.stats.replies_dropped += 1
+                return []
+            return [(data, dst) for dst in self.feed.send_to]
+        named = msg.session != replies.UNNAMED
+        ours = self.answers_for(msg.session) if named else speaking
+        if not ours or (msg.term and msg.term != self.relay.state.term):
+            self.stats.replies_dropped += len(msg.datagrams)
+            return []
+        return [(d.payload, d.dst) for d in msg.datagrams]
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _reply_envelope(data: bytes) -> env.Data | None:
+    """The ``vipcast.Sender`` envelope ``data`` is, if it is one."""
+    if data[:2] != env.MAGIC:
+        return None
+    try:
+        msg = env.decode_message_untrusted(data)
+    except env.BadEnvelope:
+        return None
+    return msg if isinstance(msg, env.Data) else None

@@ -82,7 +82,11 @@ class Dataplane:
         self.fanout.deliver_locally(self._on_local_envelopes, (source, cfg.cluster.port))
         self.outbounds = [
             Outbound(
-                f, self.relays[f.feed_id], self.stats[f.feed_id], partial(self.speaking, f.feed_id)
+                f,
+                self.relays[f.feed_id],
+                self.stats[f.feed_id],
+                partial(self.speaking, f.feed_id),
+                partial(self.answers_for, f.feed_id),
             )
             for f in cfg.feeds
             if f.outbound
@@ -214,6 +218,14 @@ class Dataplane:
             delivering=self.receiver.sequencer.session(feed),
             own_session=self.relays[feed].session,
             leads=self.receiver.leader == relay_host(self.source),
+        )
+
+    def answers_for(self, feed: int, session: int) -> bool:
+        """A reply naming the request's ``session`` leaves from here: our relay's own."""
+        return self.leader_term == self.term and replies.answers_request(
+            holds_vips=self.master,
+            request_session=session,
+            own_session=self.relays[feed].session,
         )
 
     def set_leader(self, address: str | None, term: int = 0) -> None:
