@@ -73,8 +73,12 @@ class ThrowawayRoot:
         unshare = ["unshare", "--mount", "--propagation", "private", "sleep", "600"]
         self.holder = subprocess.Popen(unshare)
         own = os.readlink("/proc/self/ns/mnt")
-        wait_until(lambda: self._namespace() not in {None, own}, 10, what="unshare")
-        self._mount(base)
+        try:  # never mount before the holder is in its own namespace
+            wait_until(lambda: self._namespace() not in {None, own}, 10, what="unshare")
+            self._mount(base)
+        except BaseException:
+            self.close()
+            raise
 
     def _namespace(self) -> str | None:
         try:
