@@ -108,3 +108,29 @@ uninstall:
 	if [ -L $(DESTDIR)$(BINDIR)/vipcast ]; then rm -f $(DESTDIR)$(BINDIR)/vipcast; fi
 	rm -rf $(DESTDIR)$(DOCDIR)
 	if [ -f $(DESTDIR)$(PREFIX)/pyvenv.cfg ]; then rm -rf $(DESTDIR)$(PREFIX); fi
+
+# --- deb: the same install as a Debian package -----------------------------------------
+# `make deb` (root not needed) writes $(DEB_DIR)/vipcast_<version>_<arch>.deb; install it
+# with `apt install ./build/vipcast_*.deb`. What Debian owns gets Debian's paths (the
+# command in /usr/bin, the unit in /lib/systemd/system: packages stay out of
+# /usr/local); the virtualenv stays in /opt/vipcast (add-on software, as dh-virtualenv
+# does), built with Debian's python3.X, which the package depends on.
+.PHONY: deb
+DEB_DIR ?= build
+DEB_ROOT ?= $(DEB_DIR)/deb-root
+DEB_COMPRESS ?= xz
+DEB_PYTHON ?= $(shell readlink -f /usr/bin/python3)
+DEB_MAINTAINER ?= vipcast developers <root@localhost>
+DEB_VERSION = $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+DEB_ARCH = $(shell dpkg --print-architecture)
+DEB_PATHS := PREFIX=/opt/vipcast BINDIR=/usr/bin UNITDIR=/lib/systemd/system \
+	SYSCONFDIR=/etc DOCDIR=/usr/share/doc/vipcast
+
+deb:
+	rm -rf $(DEB_ROOT)
+	@# no byte code from pip: build-deb.sh compiles it once, with the installed paths
+	PIP_COMPILE=0 $(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_ROOT)) $(DEB_PATHS) \
+	  PYTHON=$(DEB_PYTHON) SYSTEM_USER= >/dev/null
+	env $(DEB_PATHS) VERSION=$(DEB_VERSION) ARCH=$(DEB_ARCH) MAINTAINER='$(DEB_MAINTAINER)' \
+	  COMPRESS=$(DEB_COMPRESS) packaging/debian/build-deb.sh $(DEB_ROOT) \
+	  $(DEB_DIR)/vipcast_$(DEB_VERSION)_$(DEB_ARCH).deb
