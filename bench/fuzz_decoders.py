@@ -3,11 +3,15 @@
     .venv/bin/pip install atheris      # not a dependency: only this script needs it
     .venv/bin/python bench/fuzz_decoders.py envelope [--runs 300000] [--seconds 120]
     .venv/bin/python bench/fuzz_decoders.py control  [--runs 300000] [--seconds 120]
+    .venv/bin/python bench/fuzz_decoders.py advert   [--runs 300000] [--seconds 120]
 
 ``envelope``: ``decode_message_untrusted`` without a key and with a verifier (time
 mode, keys 1 and 2, the clock taken from the input) must raise nothing but
 ``BadEnvelope``. ``control``: the control socket's request parser
 (``daemon/control.py`` ``_parse``) must return a dict for any line, never raise.
+``advert``: a VRRP advert as the election receives it, IPv4 and IPv6
+(``decode_signed_untrusted``, then, with a trailer or none, keepalived-2.4 ``auth_hmac``
+verification in enforce and permissive modes) must raise nothing but ``BadPacket``.
 The corpus starts from valid envelopes (keyed and not) and requests, written to a
 temporary folder. libFuzzer prints the executions run ("Done N runs in T s").
 Bounded: ``--runs`` executions or ``--seconds``, whichever comes first.
@@ -19,6 +23,7 @@ import argparse
 import contextlib
 import sys
 import tempfile
+from ipaddress import ip_address
 from pathlib import Path
 
 import atheris
@@ -27,7 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 with atheris.instrument_imports():
     from vipcast.core import envelope as env
+    from vipcast.core.vrrp import auth as vrrp_auth
+    from vipcast.core.vrrp import codec
     from vipcast.daemon import control
+
 
 KEYS = {1: bytes(range(32)), 2: b"the second cluster key, 32 bytes"}
 NOW = 0x17979CFE3D85CD15
@@ -54,6 +62,40 @@ def envelope_target(data: bytes) -> None:
             env.decode_message_untrusted(data, auth=auth, now=NOW)
 
 
+ADVERT_ENDS = (
+    (ip_address("198.18.0.11"), ip_address("224.0.0.18")),
+    (ip_address("fe80::11"), ip_address("ff02::12")),
+)
+ADVERT_NOW = 1_796_000_000.0
+
+
+def advert_seeds() -> list[bytes]:
+    out = []
+    for src, dst in ADVERT_ENDS:
+        vip = ip_address("198.18.0.100" if src.version == 4 else "fd00:198:18::100")
+        advert = codec.Advert(vrid=51, priority=150, max_advert_int_cs=10, addresses=(vip,))
+        message = codec.encode_advert(advert, src=src, dst=dst)
+        signer = vrrp_auth.Authenticator({1: KEYS[1]}, 1, "enforce")
+        trailer = signer.sign(message, src=src, vrid=51, unix=ADVERT_NOW)
+        out += [message, codec.with_trailer(message, trailer, src=src, dst=dst)]
+    return out
+
+
+def advert_target(data: bytes) -> None:
+    for src, dst in ADVERT_ENDS:
+        try:
+            advert, trailer = codec.decode_signed_untrusted(data, src=src, dst=dst)
+        except codec.BadPacket:
+            continue
+        message = data[: len(data) - len(trailer)] if trailer else data
+        for mode in ("enforce", "permissive"):
+            checker = vrrp_auth.Authenticator(KEYS, 1, mode)  # type: ignore[arg-type]
+            with contextlib.suppress(codec.BadPacket):
+                checker.verify_untrusted(
+                    message, trailer, src=src, vrid=advert.vrid, unix=ADVERT_NOW
+                )
+
+
 def control_target(data: bytes) -> None:
     result = control._parse(data, 16)
     if not isinstance(result, dict):
@@ -62,6 +104,7 @@ def control_target(data: bytes) -> None:
 
 TARGETS = {
     "envelope": (envelope_target, seeds),
+    "advert": (advert_target, advert_seeds),
     "control": (
         control_target,
         lambda: [b'{"command": "status"}', b'{"command": "events", "a": [[[]]]}', b"[]"],
