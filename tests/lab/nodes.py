@@ -15,6 +15,10 @@ from vipcast.daemon import control
 from vipcast.lab.process import NsProcess
 from vipcast.lab.site import VIP, Site
 
+# A daemon answers its control socket within a second on a quiet machine; on a 2-core
+# host shared with other lab runs (load average 15-20) it took more than 10 s.
+START_TIMEOUT = 30.0
+
 
 def render_config(sections: dict[str, dict[str, Any]], feeds: Sequence[dict[str, Any]] = ()) -> str:
     return render_toml(sections, feeds)
@@ -75,7 +79,7 @@ def start_node(
     node = VipcastNode(i, path, sections["node"]["control_socket"], proc)
     wait_until(
         lambda: node.state() is not None or proc.returncode is not None,
-        10,
+        START_TIMEOUT,
         what=f"node{i} control socket",
     )
     assert proc.returncode is None, proc.output()
