@@ -57,6 +57,7 @@ PRIORITIES = {1: 150, 2: 100}
 RATE = 2000
 FEED_NAME = "radar"
 SETTLE_TIMEOUT = 15.0
+WRITE_TIMEOUT = 30.0  # for an app to write its records (~250,000 of them) on SIGTERM
 NACK_FLOOD_RATE = 500  # NACKs per second, bounded by the fault's duration
 ADVERT_FORGE_INTERVAL = 0.05
 
@@ -132,7 +133,7 @@ class AppProcess:
     out: Path
 
     def result(self) -> list[list[Any]]:
-        self.proc.stop()
+        self.proc.stop(WRITE_TIMEOUT)
         return list(json.loads(self.out.read_text())["records"])
 
 
