@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import math
+import pickle
 import sys
 import time
 import traceback
@@ -118,6 +119,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--only", action="append", help="fault kinds to draw from (repeatable)")
+    parser.add_argument("--dump", type=Path, help="pickle each failing seed's records here")
     args = parser.parse_args()
     kinds = nemesis.CATALOGUE
     if args.only:
@@ -134,6 +136,10 @@ def main() -> int:
                 print(f"seed {seed}: harness error\n{traceback.format_exc()}", flush=True)
                 continue
         tally(rows, run, done, violations)
+        if violations and args.dump:
+            args.dump.mkdir(parents=True, exist_ok=True)
+            with (args.dump / f"seed{seed}.pickle").open("wb") as f:
+                pickle.dump((run, done, violations), f)
         total += len(violations)
         answered = len({r.number for r in run.replies})
         print(

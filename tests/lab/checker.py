@@ -408,25 +408,46 @@ def _records_in_order(node: NodeRecord, real: Iterable[int]) -> list[tuple[float
     return sorted(items)
 
 
-def blackouts(node: NodeRecord, top: dict[int, int]) -> dict[int, list[Interval]]:
+def blackouts(
+    node: NodeRecord, top: dict[int, int], earlier: Callable[[int, float], list[Interval]]
+) -> dict[int, list[Interval]]:
     """Per session, what ``node`` could not have seen: relayed while it was down.
 
-    For each restart, everything strictly between the last key the node delivered or
-    reported before it was killed and the first one after it was up again.
+    For each restart and each session, the numbers between the last one the node
+    delivered or reported before it was killed and the first one after it was up again
+    (to the session's end if none), except what some node had already got before the
+    kill (``earlier(session, t)``: the runs delivered anywhere before ``t``). Per
+    session, not by session id order: a relay that leads again resumes its older
+    session after a newer one.
     """
     out: dict[int, list[Interval]] = {}
     records = _records_in_order(node, top)
     for killed, up in node.restarts:
-        before = [r[2] for r in records if r[0] < killed]
-        after = [r[1] for r in records if r[0] > up]
-        lo = max(before, default=(0, 0))
-        hi = min(after, default=(1 << 64, 0))
         for session, last in top.items():
-            start = lo[1] + 1 if session == lo[0] else (1 if session > lo[0] else last + 1)
-            stop = hi[1] - 1 if session == hi[0] else (last if session < hi[0] else 0)
+            before = [r[2][1] for r in records if r[0] < killed and r[2][0] == session]
+            after = [r[1][1] for r in records if r[0] > up and r[1][0] == session]
+            start, stop = max(before, default=0) + 1, min(after, default=last + 1) - 1
             if start <= stop:
-                out.setdefault(session, []).append((start, min(stop, last)))
+                window = (start, min(stop, last))
+                holes = earlier(session, killed - IN_FLIGHT)
+                out.setdefault(session, []).extend(subtract(window, holes))
     return {s: merge(v) for s, v in out.items()}
+
+
+def _delivered_before(run: Run) -> Callable[[int, float], list[Interval]]:
+    """``(session, t)`` -> the runs of that session some node delivered before ``t``."""
+    by_session: dict[int, list[tuple[float, int]]] = {}
+    for n in run.nodes.values():
+        for d in n.deliveries:
+            by_session.setdefault(d.session, []).append((d.at, d.seq))
+    for items in by_session.values():
+        items.sort()
+
+    def earlier(session: int, t: float) -> list[Interval]:
+        items = by_session.get(session, [])
+        return runs(q for at, q in items[: bisect.bisect_left(items, (t, -1))])
+
+    return earlier
 
 
 def check_accounting(run: Run) -> list[Violation]:
@@ -451,7 +472,7 @@ def _first_seen(run: Run, session: int, seq: int) -> float | None:
 
 def _account_node(run: Run, node: NodeRecord, top: dict[int, int]) -> list[Violation]:
     found: list[Violation] = []
-    excused = blackouts(node, top)
+    excused = blackouts(node, top, _delivered_before(run))
     reported = measured = 0
     for session, last in sorted(top.items()):
         delivered = runs(d.seq for d in node.deliveries if d.session == session)

@@ -237,7 +237,30 @@ def test_blackout_spans_sessions() -> None:
     rec = NodeRecord(
         "n", deliveries=[Delivery(S1, 5, 5, 1.0), Delivery(S2, 7, 20, 3.0)], restarts=[(1.5, 2.5)]
     )
-    assert ck.blackouts(rec, {S1: 10, S2: 9}) == {S1: [(6, 10)], S2: [(1, 6)]}
+    assert ck.blackouts(rec, {S1: 10, S2: 9}, lambda s, t: []) == {
+        S1: [(6, 10)],
+        S2: [(1, 6)],
+    }
+
+
+def test_a_blackout_follows_each_session_not_the_newest_id() -> None:
+    """node2 resumed its older session S1 after node1's newer S2; then node1 restarted."""
+    run = clean()
+    newer = S1 + (1 << 20)
+    for rec in run.nodes.values():  # at 1.0..1.5 s: the newer session, then S1 again
+        rec.deliveries = [*stream(newer, range(1, 51), 1000, lag=-9.0), *rec.deliveries]
+        rec.deliveries.sort(key=lambda d: d.at)
+    drop(run, "node1", 400, 599)
+    run.nodes["node1"].restarts = [(4.0, 6.0)]
+    run.sender.count = 1050
+    assert ck.check_accounting(run) == []
+
+
+def test_a_restart_does_not_excuse_what_the_others_had_before_the_kill() -> None:
+    run = clean()
+    drop(run, "node2", 350, 599)  # 350..399 reached node1 before node2 was killed at 4.0 s
+    run.nodes["node2"].restarts = [(4.0, 6.0)]
+    assert "40 datagrams neither delivered nor reported lost (#350..#389" in texts(run)
 
 
 # ---------------------------------------------------------------- 3 duplicates
