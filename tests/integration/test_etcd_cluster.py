@@ -8,6 +8,7 @@ own member first. Judged by tests/lab/checker.py, plus what each case promises:
 
 * one member down (the leader's own, then the witness's): nothing changes, nothing lost;
 * two members down (the majority): the leader withdraws the VIP within ``lease_ttl``
+  (plus etcd's election timeout: a raft leader left alone renews until it steps down)
   and says so (FAULT in status, the transition event, the state metric); once the
   members are back a leader holds the VIP again and the apps get datagrams again;
 * ``vipcast handover``: the other node leads, not one datagram lost.
@@ -117,9 +118,11 @@ def test_majority_lost_the_vip_is_withdrawn_and_reported_then_regained(
     observed: dict[str, Any] = {}
 
     def majority_lost(c: Cluster, rng: random.Random, seconds: float) -> str:
-        lost_at.append(time.monotonic())
         members.kill("node1")
         members.kill("witness")
+        # lost for sure once both have exited (a SIGKILLed etcd may take a while to go,
+        # stuck in an fsync under load; until then the majority may still renew)
+        lost_at.append(time.monotonic())
         wait_until(lambda: c.nodes[1].state() == "FAULT", TTL + 2, what="node1 reports FAULT")
         observed["status"] = c.nodes[1].status()
         observed["metrics"] = metrics(site, 1)
@@ -135,7 +138,9 @@ def test_majority_lost_the_vip_is_withdrawn_and_reported_then_regained(
     c.settle()
 
     withdrawn = next(t for t, held in c.sampler.addrs if t > lost_at[0] and "node1" not in held)
-    assert withdrawn - lost_at[0] < TTL, withdrawn - lost_at[0]
+    # within the TTL of the last renewal; a raft leader left alone renews leases (etcd
+    # renews on the leader, outside raft) until it steps down, one election timeout
+    assert withdrawn - lost_at[0] < TTL + etcd.ELECTION_MS / 1000, withdrawn - lost_at[0]
     during = [held for t, held in c.sampler.addrs if withdrawn < t < regained]
     assert during, "no samples while the majority was lost"
     assert not any(during), "a node held the VIP without an etcd majority"
@@ -155,13 +160,6 @@ def _vip_held(c: Cluster) -> bool:
     return any(VIP in oracles.addresses(c.host(i)) for i in c.nodes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (found here): after resigning, the old leader learns the successor "
-    "only at its next poll (renew_interval), so for that long its receiver takes the new "
-    "leader's session for a split (reports it lost) and it holds the VIP as BACKUP; "
-    "strict: remove this mark once fixed",
-)
 def test_planned_handover_loses_nothing(cluster: Cluster) -> None:
     c = cluster
     term = c.nodes[1].status()["term"]

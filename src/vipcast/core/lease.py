@@ -18,6 +18,14 @@ synchronised clocks): steps of the host's clock are irrelevant (monotonic time),
 above ``max_drift`` (far above NTP-disciplined or free-running crystals, ~1e-4) is not
 covered.
 
+**Learning fast.** Polls come every ``renew_interval``; two things shorten that. A
+watch on the key (the adapter's) calls :meth:`Leadership.changed`, a hint only: the key
+is then read (or campaigned for) through the ordinary requests at once, so a follower
+takes a key deleted by a resignation or an expiry without waiting for its poll. And a
+node that resigned polls every ``handover_poll`` seconds until it sees its successor
+(or its hold-off ends): make-before-break needs the old leader to hand its data plane
+the new leader and term the moment there is one.
+
 **Safety over availability.** Without answers from the etcd majority nobody can be
 the leader: the leader stops at ``safe_until`` and a node that has had no successful
 request for a lease TTL reports ``no etcd quorum`` (FAULT) until one succeeds.
@@ -32,6 +40,7 @@ from vipcast.core.vrrp.machine import State, Transition
 
 NO_QUORUM = "no etcd quorum"  # the fault's name in status and transitions
 RETRY_FRACTION = 0.5  # a failed request is tried again after this share of renew_interval
+HANDOVER_POLL = 0.02  # s between reads of the key while a resigned node awaits its successor
 
 
 class Step(enum.Enum):
@@ -50,6 +59,7 @@ class LeaseParams:
     renew_interval: float
     max_drift: float = 0.01
     stop_margin: float = 0.2
+    handover_poll: float = HANDOVER_POLL
 
     def safe_for(self, ttl: float) -> float:
         """Seconds after sending a request that granted ``ttl`` during which we may lead."""
@@ -81,6 +91,7 @@ class Leadership:
     faults: dict[str, str] = field(default_factory=dict)  # declines to campaign, by source
     resigning: bool = False  # a planned handover: revoke, then let another take over
     handed_over_until: float = 0.0  # no campaign before this (a handover's hold-off)
+    recheck: bool = False  # the key changed (a watch's hint): read it even while leading
     last_ok: float = 0.0  # when the last request that succeeded was sent
     next_renew: float = 0.0
     next_campaign: float = 0.0
@@ -107,7 +118,7 @@ class Leadership:
             return Step.GRANT if now >= self.next_renew else None
         if now >= self.next_renew:
             return Step.RENEW
-        if self.held_term is None and now >= self.next_campaign:
+        if (self.held_term is None or self.recheck) and now >= self.next_campaign:
             return Step.CAMPAIGN
         return None
 
@@ -155,11 +166,12 @@ class Leadership:
     ) -> list[Transition]:
         """A campaign's or a read's answer: who holds the key (None: nobody) and its term."""
         self._ok(sent)
-        self.next_campaign = sent + self.params.renew_interval
+        self.recheck = False
         if holder is None:
             self.leader = None
             if self.held_term is not None:  # our key is gone: someone deleted it
                 self.held_term = None
+            self.next_campaign = self._next_read(sent, now)
             return self._settle(now, "no leader")
         self.leader_term = max(self.leader_term, term)
         self.leader = holder
@@ -171,13 +183,16 @@ class Leadership:
             self.held_term = None
             if holder != self.me:
                 self.handed_over_until = 0.0  # someone took over: campaign normally again
+        self.next_campaign = self._next_read(sent, now)
         return self._settle(now, f"{holder} leads (term {term})")
 
     def revoked(self, sent: float, now: float) -> list[Transition]:
         self._ok(sent)
         self._drop_lease()
         self.resigning = False
-        self.next_campaign = sent + self.params.renew_interval
+        if self.leader == self.me:
+            self.leader = None  # the key went with the lease: nobody leads until one is seen
+        self.next_campaign = self._next_read(sent, now)
         return self._settle(now, "resigned")
 
     def failed(self, step: Step, now: float) -> list[Transition]:
@@ -201,6 +216,16 @@ class Leadership:
         if self.handed_over_until and now >= self.handed_over_until:
             self.handed_over_until = 0.0
         return self._settle(now, "lease not renewed in time")
+
+    def changed(self, now: float) -> list[Transition]:
+        """The key changed (or a watch began, which may have missed a change): read it now."""
+        self.recheck = True
+        self.next_campaign = min(self.next_campaign, now)
+        return []
+
+    def awaiting_successor(self, now: float) -> bool:
+        """Resigned, within the hold-off, no other holder seen yet."""
+        return self.handed_over_until > now and self.lease is None
 
     def decline(self, source: str, reason: str, now: float) -> list[Transition]:
         """Do not lead while ``source`` says so (a failing health track, a link down)."""
@@ -229,6 +254,11 @@ class Leadership:
     def _ok(self, sent: float) -> None:
         self.stats.requests += 1
         self.last_ok = max(self.last_ok, sent)
+
+    def _next_read(self, sent: float, now: float) -> float:
+        if self.awaiting_successor(now):
+            return sent + self.params.handover_poll
+        return sent + self.params.renew_interval
 
     def _drop_lease(self) -> None:
         self.lease, self.held_term, self.safe_until = None, None, 0.0

@@ -27,7 +27,7 @@ from vipcast.daemon.metrics import Metrics
 from vipcast.daemon.quietlog import QuietLogger
 from vipcast.daemon.vips import Vips, announces_by_arp, for_config
 from vipcast.linux.announce import Announcer
-from vipcast.quorum.etcd import EtcdStore, Holder, StoreError
+from vipcast.quorum.etcd import EtcdStore, Holder, KeyWatch, StoreError
 
 log = logging.getLogger("vipcast.etcd")
 quiet = QuietLogger(log)
@@ -54,6 +54,7 @@ class EtcdElection:
         params = LeaseParams(e.lease_ttl, e.renew_every, e.max_drift, e.stop_margin)
         self.router = Leadership(params, str(self.primary))  # `router.state` as the VRRP one
         self.store = EtcdStore(e)
+        self.watch = KeyWatch(e, self._watch_saw_change, self._watch_failed)
         self.vips: Vips = for_config(cfg)  # on the interface, or as host routes
         self.announcer: Announcer | None = None
         self.handed_over = False
@@ -81,8 +82,10 @@ class EtcdElection:
             self._loop.create_task(self._requests()),
             self._loop.create_task(self._ticker()),
         ]
+        self.watch.start()
 
     async def stop(self) -> None:
+        self.watch.stop()
         for task in self._tasks:
             task.cancel()
         lease = self.router.lease
@@ -129,6 +132,23 @@ class EtcdElection:
             self._apply(self.router.failed(step, self._loop.time()))
             return
         self._apply(self._feed(step, result, sent, self._loop.time()))
+
+    # --- the watch (its own thread): a hint to read the key now ----------------------------
+
+    def _watch_saw_change(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: the daemon is exiting
+            self._loop.call_soon_threadsafe(self._key_changed)
+
+    def _key_changed(self) -> None:
+        self._apply(self.router.changed(self._loop.time()))
+
+    def _watch_failed(self, detail: str) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._note_watch_failure, detail)
+
+    def _note_watch_failure(self, detail: str) -> None:
+        self.errors["watch"] = self.errors.get("watch", 0) + 1
+        quiet.warning("etcd:watch", "etcd watch failed: %s (polling meanwhile)", detail)
 
     def _call(self, step: Step) -> Any:
         r, s = self.router, self.store
@@ -257,7 +277,9 @@ class EtcdElection:
         """Advert keys do not apply to the etcd backend."""
 
     def reannounce(self) -> None:
-        if self._holding:
+        """A split healed (the data plane saw another relay): point the LAN back here,
+        if we lead; never while draining a handover (the successor's announcement wins)."""
+        if self._holding and self.router.is_leader(self._loop.time()):
             self._announce()
 
     def timer_alive(self) -> bool:
@@ -311,6 +333,7 @@ class EtcdElection:
             "handed_over": self.handed_over,
             "faults": dict(r.faults),
             "etcd_errors": dict(self.errors),
+            "watch": {"streams": self.watch.streams, "events": self.watch.events},
             "stats": vars(r.stats),
         }
 
