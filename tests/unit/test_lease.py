@@ -129,6 +129,10 @@ class Cluster:
             assert c.lease is not None
             self.store.revoke(c.lease)
             c.revoked(sent, back)
+        elif step is Step.CLEAR:
+            assert c.stale_lease is not None
+            self.store.revoke(c.stale_lease)
+            c.cleared(sent, back)
         else:
             if step is Step.CAMPAIGN and c.lease is not None:
                 self.store.campaign(name, c.lease, at_server)
@@ -340,6 +344,42 @@ def test_a_hint_makes_the_leader_read_the_key_once() -> None:
     core.observed("a", 7, 42, 0.1, 0.12)
     assert core.due(0.13) is None
     assert core.held_term == 42
+
+
+def test_a_restarted_node_gives_up_its_previous_runs_lease_at_once() -> None:
+    c = Cluster(["a", "b"])
+    c.run(1.0)
+    old = c.leader()
+    assert old is not None
+    expiry = c.store.leases[c.nodes[old].core.lease or 0]
+    c.nodes[old] = Node(Leadership(PARAMS, old))  # a new process: the old lease unknown to it
+    c.nodes[old].core.start(c.now)
+    c.run(0.2)  # grant, campaign (lost to its own old key), revoke that, campaign
+    assert c.leader() is not None
+    assert c.now < expiry - 1.0  # long before the old lease would have expired
+    assert c.nodes[old].core.stale_lease is None
+    assert c.nodes[old].core.stats.stale_revoked == 1
+
+
+def test_a_leader_that_stepped_down_unrenewed_revokes_its_old_lease_when_etcd_answers() -> None:
+    """A new raft leader renews every lease (promotion): the key of a leader that was cut
+    off would outlive the cut by a TTL; the node gives it up as soon as etcd answers."""
+    c = Cluster(["a"])
+    c.run(1.0)
+    a = c.nodes["a"]
+    old_lease = a.core.lease
+    a.reachable = False
+    while a.core.is_leader(c.now):
+        c.run(c.dt)
+    assert old_lease in c.store.leases  # stopped before the store's expiry: key and all
+    expiry = c.store.leases[old_lease or 0] = c.now + PARAMS.ttl  # etcd's lease promotion
+    a.reachable = True
+    while old_lease in c.store.leases and c.now < expiry:
+        c.run(c.dt)
+    assert c.now < expiry - 1.0, "not revoked before the promoted lease's expiry"
+    c.run(0.1)
+    assert old_lease not in c.store.leases
+    assert c.leader() == "a"  # under a new lease, a new term
 
 
 def test_handover_with_nobody_to_take_over_comes_back() -> None:

@@ -51,6 +51,7 @@ class Step(enum.Enum):
     CAMPAIGN = "campaign"  # create the key on our lease if absent, else read it
     OBSERVE = "observe"  # read the key (who leads, which term), without campaigning
     REVOKE = "revoke"  # give the lease (and with it the key) up: resign
+    CLEAR = "clear"  # revoke a lease of ours that outlived our leading (see observed)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class LeaseStats:
     terms_won: int = 0
     stepped_down_unrenewed: int = 0  # stopped at safe_until for want of a renewal
     quorum_lost: int = 0
+    stale_revoked: int = 0  # leases of ours given up after we stopped leading under them
 
 
 @dataclass
@@ -92,6 +94,7 @@ class Leadership:
     resigning: bool = False  # a planned handover: revoke, then let another take over
     handed_over_until: float = 0.0  # no campaign before this (a handover's hold-off)
     recheck: bool = False  # the key changed (a watch's hint): read it even while leading
+    stale_lease: int | None = None  # a lease of ours the key is on, not the one we hold
     last_ok: float = 0.0  # when the last request that succeeded was sent
     next_renew: float = 0.0
     next_campaign: float = 0.0
@@ -112,15 +115,20 @@ class Leadership:
         """The request to send now, or None until :meth:`next_time`."""
         if self.lease is not None and (self.resigning or self.faults):
             return Step.REVOKE
+        if self.stale_lease is not None and now >= self.next_campaign:
+            return Step.CLEAR
         if self.faults or (self.handed_over_until > now and self.lease is None):
             return Step.OBSERVE if now >= self.next_campaign else None
-        if self.lease is None:
-            return Step.GRANT if now >= self.next_renew else None
-        if now >= self.next_renew:
-            return Step.RENEW
+        if self.lease is None or now >= self.next_renew:
+            return self._lease_step(now)
         if (self.held_term is None or self.recheck) and now >= self.next_campaign:
             return Step.CAMPAIGN
         return None
+
+    def _lease_step(self, now: float) -> Step | None:
+        if self.lease is None:
+            return Step.GRANT if now >= self.next_renew else None
+        return Step.RENEW
 
     def next_time(self) -> float:
         """When :meth:`due` or :meth:`tick` next has something to do."""
@@ -168,7 +176,7 @@ class Leadership:
         self._ok(sent)
         self.recheck = False
         if holder is None:
-            self.leader = None
+            self.leader, self.stale_lease = None, None
             if self.held_term is not None:  # our key is gone: someone deleted it
                 self.held_term = None
             self.next_campaign = self._next_read(sent, now)
@@ -181,9 +189,14 @@ class Leadership:
             self.held_term = term
         else:
             self.held_term = None
-            if holder != self.me:
+            if holder == self.me:
+                # our own address on a lease we do not hold: one we stepped down from (it
+                # may live on at the store, lease promotion even renews it) or our previous
+                # run's; nobody leads under it, so give it up now rather than at its expiry
+                self.stale_lease = holder_lease
+            else:
                 self.handed_over_until = 0.0  # someone took over: campaign normally again
-        self.next_campaign = self._next_read(sent, now)
+        self.next_campaign = now if self.stale_lease else self._next_read(sent, now)
         return self._settle(now, f"{holder} leads (term {term})")
 
     def revoked(self, sent: float, now: float) -> list[Transition]:
@@ -194,6 +207,14 @@ class Leadership:
             self.leader = None  # the key went with the lease: nobody leads until one is seen
         self.next_campaign = self._next_read(sent, now)
         return self._settle(now, "resigned")
+
+    def cleared(self, sent: float, now: float) -> list[Transition]:
+        """The stale lease is revoked (or was already gone): the key is free, campaign."""
+        self._ok(sent)
+        self.stale_lease = None
+        self.stats.stale_revoked += 1
+        self.next_campaign = now
+        return self._settle(now, "stale lease revoked")
 
     def failed(self, step: Step, now: float) -> list[Transition]:
         """A request got no answer (timeout, refused, error): try again soon."""

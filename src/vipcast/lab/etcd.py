@@ -247,6 +247,7 @@ def _member_args(
         f"--initial-cluster={initial}",
         "--initial-cluster-state=new",  # ignored once the data directory exists
         f"--initial-cluster-token={token}",
+        "--pre-vote",  # a member back from a partition does not depose the raft leader
     ]
     if tls is not None:
         args += [

@@ -154,6 +154,9 @@ class EtcdElection:
         r, s = self.router, self.store
         if step is Step.GRANT:
             return s.grant(r.params.ttl)
+        if step is Step.CLEAR:
+            assert r.stale_lease is not None
+            return s.revoke(r.stale_lease)
         assert step is Step.OBSERVE or r.lease is not None
         if step is Step.RENEW:
             return s.renew(r.lease)  # type: ignore[arg-type]
@@ -172,6 +175,8 @@ class EtcdElection:
             return r.renewed(result, sent, now)
         if step is Step.REVOKE:
             return r.revoked(sent, now)
+        if step is Step.CLEAR:
+            return r.cleared(sent, now)
         holder: Holder | None = result
         if holder is None:
             return r.observed(None, None, 0, sent, now)
