@@ -68,7 +68,7 @@ BACKENDS: tuple[Backend, ...] = ("vrrp", "etcd", "route")
 LABELS = {"vrrp": "VRRP", "etcd": "etcd+ARP", "route": "etcd+route"}
 FAILURES: tuple[Failure, ...] = ("crash", "handover")
 HANDOVER_WAIT = 10.0  # s the handover may wait for the successor
-START_WAIT = 15.0  # s for a node's first state, BGP sessions, the route
+START_WAIT = 30.0  # s for a node's first state, BGP sessions, the route (a loaded machine)
 
 
 def etcd_settings(endpoints: list[str], args: argparse.Namespace) -> dict[str, object]:

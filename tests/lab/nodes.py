@@ -15,6 +15,8 @@ from vipcast.daemon import control
 from vipcast.lab.process import NsProcess
 from vipcast.lab.site import VIP, Site
 
+START_TIMEOUT = 30.0  # s for a daemon's control socket (generous: a loaded CI machine)
+
 
 def render_config(sections: dict[str, dict[str, Any]], feeds: Sequence[dict[str, Any]] = ()) -> str:
     return render_toml(sections, feeds)
@@ -75,7 +77,7 @@ def start_node(
     node = VipcastNode(i, path, sections["node"]["control_socket"], proc)
     wait_until(
         lambda: node.state() is not None or proc.returncode is not None,
-        10,
+        START_TIMEOUT,
         what=f"node{i} control socket",
     )
     assert proc.returncode is None, proc.output()
