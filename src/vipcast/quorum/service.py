@@ -28,6 +28,7 @@ from vipcast.daemon.quietlog import QuietLogger
 from vipcast.daemon.vips import Vips, announces_by_arp, for_config
 from vipcast.linux.announce import Announcer
 from vipcast.linux.route import RouteVips
+from vipcast.linux.vip import LinkDown, LinkUp, NetlinkWatcher, VipRemoved
 from vipcast.quorum.etcd import EtcdStore, Holder, KeyWatch, StoreError
 
 log = logging.getLogger("vipcast.etcd")
@@ -61,6 +62,7 @@ class EtcdElection:
         self.watch = KeyWatch(e, self._watch_saw_change, self._watch_failed)
         self.vips: Vips = for_config(cfg)  # on the interface, or as host routes
         self.announcer: Announcer | None = None
+        self.watcher: NetlinkWatcher | None = None  # ARP mode: the VIPs and the link
         self.handed_over = False
         self.transitions = 0
         self.errors: dict[str, int] = {}
@@ -81,6 +83,8 @@ class EtcdElection:
         self.vips.remove()  # a VIP left by a crashed run: we start as a follower
         if announces_by_arp(self.cfg):  # route mode: the host route is the announcement
             self.announcer = Announcer(self.cfg.node.interface)
+            self.watcher = NetlinkWatcher(self.cfg.node.interface, self.cfg.vip.addresses)
+            self._loop.add_reader(self.watcher.fileno(), self._on_netlink)
         self._apply(self.router.start(self._loop.time()))
         self._tasks = [
             self._loop.create_task(self._requests()),
@@ -102,6 +106,9 @@ class EtcdElection:
                 )
         if self.announcer is not None:
             self.announcer.close()
+        if self.watcher is not None:
+            self._loop.remove_reader(self.watcher.fileno())
+            self.watcher.close()
         self.vips.close()
 
     # --- the request loop: one at a time, each bounded ---------------------------------
@@ -136,6 +143,32 @@ class EtcdElection:
             self._apply(self.router.failed(step, self._loop.time()))
             return
         self._apply(self._feed(step, result, sent, self._loop.time()))
+
+    # --- netlink (ARP mode): the link, and a VIP removed behind our back --------------------
+
+    def _on_netlink(self) -> None:
+        assert self.watcher is not None
+        try:
+            for event in self.watcher.read_events():
+                if isinstance(event, LinkDown):
+                    self.add_fault("link", f"link {event.ifname} down")
+                elif isinstance(event, LinkUp):
+                    self.remove_fault("link")
+                elif isinstance(event, VipRemoved) and self._holding and not self._draining:
+                    self._restore_vip(event)
+        except Exception:
+            quiet.exception("etcd:netlink", "etcd election netlink: unexpected")
+
+    def _restore_vip(self, event: VipRemoved) -> None:
+        log.warning("VIP %s was removed behind our back: restoring it", event.address)
+        try:
+            self.vips.add()
+        except VipErrors as e:
+            quiet.warning("etcd:vip_restore", "VIP not restored: %s", e)
+            return
+        self.metrics.vip_restored.inc()
+        self.bus.publish("vip_restored", f"VIP {event.address} removed by someone else; restored")
+        self._announce()
 
     # --- the watch (its own thread): a hint to read the key now ----------------------------
 
