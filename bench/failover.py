@@ -106,13 +106,13 @@ def kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
 class Receiver:
     """UDP on VIP:port in one node, bound before the VIP exists (IP_FREEBIND)."""
 
-    def __init__(self, host: Host, port: int = PORT) -> None:
+    def __init__(self, host: Host, port: int = PORT, vip: str = VIP) -> None:
         self.host = host
         self.sock = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self.sock.bind((VIP, port))
+        self.sock.bind((vip, port))
         self.sock.settimeout(0.05)
         self.arrivals: list[tuple[float, int]] = []  # (kernel receive time, number)
         self._stop = threading.Event()
@@ -252,9 +252,9 @@ class Outcome:
     changes_before_failure: int = 0  # state changes between convergence and the failure
 
 
-def sender(site: Site, count: int, rate: float) -> NsProcess:
+def sender(site: Site, count: int, rate: float, vip: str = VIP) -> NsProcess:
     """tests.lab.traffic's bounded sender in the remote host."""
-    args = ["-m", "tests.lab.traffic", "send", VIP, str(PORT), "--count", str(count)]
+    args = ["-m", "tests.lab.traffic", "send", vip, str(PORT), "--count", str(count)]
     return site.remote.spawn(
         [sys.executable, *args, "--rate", f"{rate:g}"],
         name="sender",

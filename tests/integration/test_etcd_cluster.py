@@ -8,6 +8,7 @@ own member first. Judged by tests/lab/checker.py, plus what each case promises:
 
 * one member down (the leader's own, then the witness's): nothing changes, nothing lost;
 * two members down (the majority): the leader withdraws the VIP within ``lease_ttl``
+  (plus etcd's election timeout: a raft leader left alone renews until it steps down)
   and says so (FAULT in status, the transition event, the state metric); once the
   members are back a leader holds the VIP again and the apps get datagrams again;
 * ``vipcast handover``: the other node leads, not one datagram lost.
@@ -117,13 +118,16 @@ def test_majority_lost_the_vip_is_withdrawn_and_reported_then_regained(
     observed: dict[str, Any] = {}
 
     def majority_lost(c: Cluster, rng: random.Random, seconds: float) -> str:
-        lost_at.append(time.monotonic())
         members.kill("node1")
         members.kill("witness")
+        # lost for sure once both have exited (a SIGKILLed etcd may take a while to go,
+        # stuck in an fsync under load; until then the majority may still renew)
+        lost_at.append(time.monotonic())
         wait_until(lambda: c.nodes[1].state() == "FAULT", TTL + 2, what="node1 reports FAULT")
         observed["status"] = c.nodes[1].status()
         observed["metrics"] = metrics(site, 1)
         time.sleep(seconds)  # the majority stays lost
+        observed["back_at"] = time.monotonic()  # the majority may answer from here on
         members.start("node1")
         members.start("witness")
         return f"etcd members node1 and witness SIGKILLed for {seconds:g}s"
@@ -135,8 +139,10 @@ def test_majority_lost_the_vip_is_withdrawn_and_reported_then_regained(
     c.settle()
 
     withdrawn = next(t for t, held in c.sampler.addrs if t > lost_at[0] and "node1" not in held)
-    assert withdrawn - lost_at[0] < TTL, withdrawn - lost_at[0]
-    during = [held for t, held in c.sampler.addrs if withdrawn < t < regained]
+    # within the TTL of the last renewal; a raft leader left alone renews leases (etcd
+    # renews on the leader, outside raft) until it steps down, one election timeout
+    assert withdrawn - lost_at[0] < TTL + etcd.ELECTION_MS / 1000, withdrawn - lost_at[0]
+    during = [held for t, held in c.sampler.addrs if withdrawn < t < observed["back_at"]]
     assert during, "no samples while the majority was lost"
     assert not any(during), "a node held the VIP without an etcd majority"
     status = observed["status"]
@@ -146,8 +152,8 @@ def test_majority_lost_the_vip_is_withdrawn_and_reported_then_regained(
     faults = [e for e in c.events[1].of_kind("transition") if e["data"]["new"] == "FAULT"]
     assert faults, "no transition to FAULT in node1's events"
     assert faults[0]["data"]["reason"] == NO_QUORUM, faults
-    # the old lease outlives the outage at etcd (it is extended when a raft leader is
-    # elected): a leader again within about two TTLs, the apps within the bound
+    # the old leader gives up its old lease (which etcd's new raft leader renewed) once
+    # etcd answers: a leader again soon after, the apps within the bound
     judge(c, liveness_bound=took + nemesis.liveness_bound())
 
 
@@ -155,13 +161,6 @@ def _vip_held(c: Cluster) -> bool:
     return any(VIP in oracles.addresses(c.host(i)) for i in c.nodes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (found here): after resigning, the old leader learns the successor "
-    "only at its next poll (renew_interval), so for that long its receiver takes the new "
-    "leader's session for a split (reports it lost) and it holds the VIP as BACKUP; "
-    "strict: remove this mark once fixed",
-)
 def test_planned_handover_loses_nothing(cluster: Cluster) -> None:
     c = cluster
     term = c.nodes[1].status()["term"]

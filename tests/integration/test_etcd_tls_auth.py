@@ -103,6 +103,7 @@ def test_leadership_over_tls_with_client_certificates_and_a_user(
     status = leader.status()
     assert status["endpoint"].startswith("https://"), status["endpoint"]
     assert status["term"] > 0
+    assert status["watch"]["streams"] >= 1, status["watch"]  # the watch, over TLS, as the user
     got = cluster.etcdctl("witness", "get", KEY, "--print-value-only").stdout.strip()
     assert got == node_address(leader.index)
 

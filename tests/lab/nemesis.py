@@ -41,8 +41,19 @@ from vipcast.core import envelope as env
 from vipcast.core.vrrp import codec
 from vipcast.core.vrrp.timers import skew_time
 from vipcast.daemon import control
+from vipcast.lab import etcd
 from vipcast.lab.process import NsProcess
-from vipcast.lab.site import REMOTE, ROUTER_LAN, VIP, Host, Site, node_address
+from vipcast.lab.site import (
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    REMOTE,
+    ROUTER_LAN,
+    VIP,
+    WITNESS,
+    Host,
+    Site,
+    node_address,
+)
 
 FEED_PORT = 8600
 APP_PORT = 9600
@@ -68,6 +79,17 @@ def liveness_bound(advert_interval: float = ADVERT_INTERVAL) -> float:
     """3 x advert_interval + the lowest priority's skew, plus 1 s (property 1)."""
     cs = round(advert_interval * 100)
     return 3 * advert_interval + skew_time(min(PRIORITIES.values()), cs) + 1.0
+
+
+ETCD_TTL = 2  # s: the etcd campaign's lease (rides out a raft election at 0.5 s timeouts)
+ETCD_RENEW = 0.25
+ETCD_SWEEP = 0.5  # s: etcd revokes expired leases this often
+
+
+def etcd_liveness_bound(ttl: float = ETCD_TTL) -> float:
+    """A dead or cut-off leader's lease outlives it by up to ``ttl``, etcd's sweep, then a
+    campaign and the announcement: plus 1 s (property 1, etcd backend)."""
+    return ttl + ETCD_SWEEP + 1.0
 
 
 # ---------------------------------------------------------------- the cluster
@@ -155,6 +177,10 @@ class Cluster:
     faults: list[checker.Fault] = field(default_factory=list)
     restarts: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    liveness: float | None = None  # property 1's bound, if not the VRRP one (etcd)
+
+    def liveness_bound(self) -> float:
+        return liveness_bound(self.advert_interval) if self.liveness is None else self.liveness
 
     # --- who is who
 
@@ -194,7 +220,7 @@ class Cluster:
 
     def settle(self) -> None:
         """Let the heal show: the liveness bound plus a margin, with traffic flowing."""
-        time.sleep(liveness_bound(self.advert_interval) + 0.5)  # observation time, not sync
+        time.sleep(self.liveness_bound() + 0.5)  # observation time, not sync
 
     # --- the end
 
@@ -266,7 +292,7 @@ class Cluster:
                 reported_duplicates=_int_or_none(finals[i].get("duplicates")),
                 recorder_problems=list(rec.problems),
             )
-        bound = liveness_bound(self.advert_interval)
+        bound = self.liveness_bound()
         slack = 2 * 0.02 + 0.02  # two sample intervals and the sampler's own lag
         return checker.Run(
             nodes=records,
@@ -816,6 +842,42 @@ def vip_removed(c: Cluster, rng: random.Random, seconds: float) -> str:
     return f"VIP removed by hand from node{i}"
 
 
+@contextlib.contextmanager
+def etcd_cut(host: Host, peers: list[str]) -> Iterator[None]:
+    """``host`` exchanges no etcd traffic (client and peer ports) with ``peers``; the
+    rest (the router, the tee) flows."""
+    ports = f"{{ {ETCD_CLIENT_PORT}, {ETCD_PEER_PORT} }}"
+    them = f"{{ {', '.join(peers)} }}"
+    chains = f"""  chain input {{
+    type filter hook input priority 0; policy accept;
+    ip saddr {them} tcp sport {ports} drop
+    ip saddr {them} tcp dport {ports} drop
+  }}
+  chain output {{
+    type filter hook output priority 0; policy accept;
+    ip daddr {them} tcp dport {ports} drop
+    ip daddr {them} tcp sport {ports} drop
+  }}"""
+    _nft(host, "vipcast_etcdcut", "inet", chains)
+    try:
+        yield
+    finally:
+        _nft_delete(host, "vipcast_etcdcut", "inet")
+
+
+def partition_etcd(who: str) -> Fn:
+    """A node cut off from the etcd majority (the other node's member and the witness's),
+    not from the router nor the other node's envelopes."""
+
+    def fault(c: Cluster, rng: random.Random, seconds: float) -> str:
+        i = c.pick(rng, who)
+        with etcd_cut(c.host(i), [node_address(3 - i), WITNESS]):
+            time.sleep(seconds)  # the partition
+        return f"partition {who} node{i} | etcd majority {seconds:.1f}s"
+
+    return fault
+
+
 # ---------------------------------------------------------------- the catalogue
 
 
@@ -858,7 +920,16 @@ CATALOGUE: tuple[Kind, ...] = (
     Kind("NACK flood spoofed", spoofed_nack_flood, (0.2, 1.0)),
 )
 
-BY_NAME = {k.name: k for k in CATALOGUE}
+# VRRP's own faults, which mean nothing to the etcd backend (no adverts are sent or heard)
+NOT_ETCD = ("adverts blocked master", "forged adverts 255", "forged adverts 0 spoofed")
+ETCD_CATALOGUE: tuple[Kind, ...] = (
+    *(k for k in CATALOGUE if k.name not in NOT_ETCD),
+    Kind("partition master|etcd", partition_etcd("master"), (0.5, 3.0)),
+    Kind("partition backup|etcd", partition_etcd("backup"), (0.5, 2.0)),
+)
+
+BY_NAME = {k.name: k for k in (*CATALOGUE, *ETCD_CATALOGUE)}
+BACKENDS = ("vrrp", "etcd")
 
 
 def schedule(
@@ -885,7 +956,7 @@ def run_schedule(
     done = []
     deadline = time.monotonic() + budget
     for kind, seconds in plan:
-        if time.monotonic() + seconds + liveness_bound(c.advert_interval) > deadline:
+        if time.monotonic() + seconds + c.liveness_bound() > deadline:
             break
         what = c.inject(kind.fn, rng, seconds)
         done.append((kind.name, what, c.faults[-1].heal))
@@ -894,18 +965,44 @@ def run_schedule(
 
 
 def campaign(
-    site: Site, seed: int, seconds: float, kinds: tuple[Kind, ...] = CATALOGUE
+    site: Site,
+    seed: int,
+    seconds: float,
+    kinds: tuple[Kind, ...] | None = None,
+    backend: str = "vrrp",
 ) -> tuple[checker.Run, list[tuple[str, str, float]], list[checker.Violation]]:
     """One seeded campaign in ``site``: faults for ``seconds``, then the checker's verdict.
 
-    Returns the records, the faults applied (kind, description, heal time), and the
-    violations found.
+    ``backend`` "etcd": a 3-member etcd in the site (raft leader on the witness), the
+    nodes on it, :data:`ETCD_CATALOGUE` by default, and no duplicate reply excused
+    (fencing: two leaders never overlap). Returns the records, the faults applied (kind,
+    description, heal time), and the violations found.
     """
-    c = start_cluster(site)
-    plan = schedule(seed, max(1, int(seconds)), kinds)  # more than fit: the budget stops it
+    c = start_etcd_cluster(site) if backend == "etcd" else start_cluster(site)
+    default = ETCD_CATALOGUE if backend == "etcd" else CATALOGUE
+    plan = schedule(seed, max(1, int(seconds)), kinds or default)  # the budget stops it
     done = run_schedule(c, seed, plan, seconds)
     run = c.finish()
+    run.excuse_split_replies = backend != "etcd"
     return run, done, checker.check(run)
+
+
+def start_etcd_cluster(site: Site) -> Cluster:
+    """:func:`start_cluster` on the etcd backend: three etcd members (node1, node2, the
+    witness, raft leader), each node listing its own member first."""
+    members = etcd.build_etcd_cluster(site, raft_leader="witness")
+
+    def sections(i: int) -> dict[str, dict[str, Any]]:
+        settings = {
+            "endpoints": members.endpoints(first=f"node{i}"),
+            "lease_ttl": ETCD_TTL,
+            "renew_interval": ETCD_RENEW,
+        }
+        return {"election": {"backend": "etcd"}, "etcd": settings}
+
+    c = start_cluster(site, sections=sections)
+    c.liveness = etcd_liveness_bound()
+    return c
 
 
 # ---------------------------------------------------------------- role faults (issue 13)

@@ -73,8 +73,10 @@ class Node:
 class Cluster:
     """Nodes and a store on one fake clock, stepped in small increments."""
 
-    def __init__(self, names: list[str], dt: float = 0.01) -> None:
+    def __init__(self, names: list[str], dt: float = 0.01, *, watch: bool = False) -> None:
         self.store = Store()
+        self.watch = watch  # every change of the key hinted to every node (a watch)
+        self.seen_revision = self.store.revision
         self.now = 0.0
         self.dt = dt
         self.nodes = {n: Node(Leadership(PARAMS, n)) for n in names}
@@ -94,7 +96,16 @@ class Cluster:
                 if node.alive:
                     node.core.tick(self.now)
                     self._step(name, node)
+            self._hint()
             self._check()
+
+    def _hint(self) -> None:
+        if not self.watch or self.store.revision == self.seen_revision:
+            return
+        self.seen_revision = self.store.revision
+        for node in self.nodes.values():
+            if node.alive and node.reachable:
+                node.core.changed(self.now)
 
     def _step(self, name: str, node: Node) -> None:
         if self.now < node.busy_until:
@@ -118,6 +129,10 @@ class Cluster:
             assert c.lease is not None
             self.store.revoke(c.lease)
             c.revoked(sent, back)
+        elif step is Step.CLEAR:
+            assert c.stale_lease is not None
+            self.store.revoke(c.stale_lease)
+            c.cleared(sent, back)
         else:
             if step is Step.CAMPAIGN and c.lease is not None:
                 self.store.campaign(name, c.lease, at_server)
@@ -271,6 +286,100 @@ def test_planned_handover_resigns_and_the_next_takes_over_within_an_interval() -
     c.run(5.0)
     assert c.leader() == new  # the old one does not take it back
     assert c.nodes[old].core.state is State.BACKUP
+
+
+def test_a_resigned_leader_sees_its_successor_within_a_handover_poll() -> None:
+    """No watch: the successor takes the key at its poll; the old one, polling every
+    ``handover_poll`` since it resigned, names it well before its own next poll."""
+    c = Cluster(["a", "b"])
+    c.run(1.0)
+    old = c.leader()
+    assert old is not None
+    new = "b" if old == "a" else "a"
+    c.nodes[old].core.resign(c.now, hold_off=PARAMS.ttl * 2)
+    wait = 0.0
+    while c.leader() != new and wait < PARAMS.renew_interval + 0.1:
+        c.run(c.dt)
+        wait += c.dt
+    assert c.leader() == new
+    took_over = c.now
+    while c.nodes[old].core.leader != new and c.now - took_over < 1.0:
+        c.run(c.dt)
+    assert c.now - took_over <= PARAMS.handover_poll + 3 * LATENCY + c.dt
+    assert c.nodes[old].core.next_campaign - c.now > PARAMS.handover_poll  # polls slow again
+
+
+def test_with_a_watch_the_follower_takes_a_resigned_key_at_once() -> None:
+    c = Cluster(["a", "b"], watch=True)
+    c.run(1.0)
+    old = c.leader()
+    assert old is not None
+    new = "b" if old == "a" else "a"
+    c.nodes[old].core.resign(c.now, hold_off=PARAMS.ttl * 2)
+    c.run(0.1)  # revoke, hint, campaign, hint, read: a few round trips
+    assert c.leader() == new
+    assert c.nodes[old].core.leader == new
+
+
+def test_with_a_watch_a_crashed_leaders_key_is_taken_as_it_expires() -> None:
+    c = Cluster(["a", "b"], watch=True)
+    c.run(1.0)
+    old = c.leader()
+    assert old is not None
+    new = "b" if old == "a" else "a"
+    c.nodes[old].alive = False
+    expiry = c.store.leases[c.nodes[old].core.lease or 0]
+    c.run(expiry - c.now + 0.05)  # a tenth of renew_interval (0.5 s) after the expiry
+    assert c.leader() == new
+
+
+def test_a_hint_makes_the_leader_read_the_key_once() -> None:
+    core = Leadership(PARAMS, "a")
+    core.start(0.0)
+    core.granted(7, 2, 0.0, 0.01)
+    core.observed("a", 7, 42, 0.02, 0.03)
+    assert core.due(0.1) is None
+    core.changed(0.1)
+    assert core.due(0.1) is Step.CAMPAIGN
+    core.observed("a", 7, 42, 0.1, 0.12)
+    assert core.due(0.13) is None
+    assert core.held_term == 42
+
+
+def test_a_restarted_node_gives_up_its_previous_runs_lease_at_once() -> None:
+    c = Cluster(["a", "b"])
+    c.run(1.0)
+    old = c.leader()
+    assert old is not None
+    expiry = c.store.leases[c.nodes[old].core.lease or 0]
+    c.nodes[old] = Node(Leadership(PARAMS, old))  # a new process: the old lease unknown to it
+    c.nodes[old].core.start(c.now)
+    c.run(0.2)  # grant, campaign (lost to its own old key), revoke that, campaign
+    assert c.leader() is not None
+    assert c.now < expiry - 1.0  # long before the old lease would have expired
+    assert c.nodes[old].core.stale_lease is None
+    assert c.nodes[old].core.stats.stale_revoked == 1
+
+
+def test_a_leader_that_stepped_down_unrenewed_revokes_its_old_lease_when_etcd_answers() -> None:
+    """A new raft leader renews every lease (promotion): the key of a leader that was cut
+    off would outlive the cut by a TTL; the node gives it up as soon as etcd answers."""
+    c = Cluster(["a"])
+    c.run(1.0)
+    a = c.nodes["a"]
+    old_lease = a.core.lease
+    a.reachable = False
+    while a.core.is_leader(c.now):
+        c.run(c.dt)
+    assert old_lease in c.store.leases  # stopped before the store's expiry: key and all
+    expiry = c.store.leases[old_lease or 0] = c.now + PARAMS.ttl  # etcd's lease promotion
+    a.reachable = True
+    while old_lease in c.store.leases and c.now < expiry:
+        c.run(c.dt)
+    assert c.now < expiry - 1.0, "not revoked before the promoted lease's expiry"
+    c.run(0.1)
+    assert old_lease not in c.store.leases
+    assert c.leader() == "a"  # under a new lease, a new term
 
 
 def test_handover_with_nobody_to_take_over_comes_back() -> None:

@@ -18,6 +18,14 @@ synchronised clocks): steps of the host's clock are irrelevant (monotonic time),
 above ``max_drift`` (far above NTP-disciplined or free-running crystals, ~1e-4) is not
 covered.
 
+**Learning fast.** Polls come every ``renew_interval``; two things shorten that. A
+watch on the key (the adapter's) calls :meth:`Leadership.changed`, a hint only: the key
+is then read (or campaigned for) through the ordinary requests at once, so a follower
+takes a key deleted by a resignation or an expiry without waiting for its poll. And a
+node that resigned polls every ``handover_poll`` seconds until it sees its successor
+(or its hold-off ends): make-before-break needs the old leader to hand its data plane
+the new leader and term the moment there is one.
+
 **Safety over availability.** Without answers from the etcd majority nobody can be
 the leader: the leader stops at ``safe_until`` and a node that has had no successful
 request for a lease TTL reports ``no etcd quorum`` (FAULT) until one succeeds.
@@ -32,6 +40,7 @@ from vipcast.core.vrrp.machine import State, Transition
 
 NO_QUORUM = "no etcd quorum"  # the fault's name in status and transitions
 RETRY_FRACTION = 0.5  # a failed request is tried again after this share of renew_interval
+HANDOVER_POLL = 0.02  # s between reads of the key while a resigned node awaits its successor
 
 
 class Step(enum.Enum):
@@ -42,6 +51,7 @@ class Step(enum.Enum):
     CAMPAIGN = "campaign"  # create the key on our lease if absent, else read it
     OBSERVE = "observe"  # read the key (who leads, which term), without campaigning
     REVOKE = "revoke"  # give the lease (and with it the key) up: resign
+    CLEAR = "clear"  # revoke a lease of ours that outlived our leading (see observed)
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,7 @@ class LeaseParams:
     renew_interval: float
     max_drift: float = 0.01
     stop_margin: float = 0.2
+    handover_poll: float = HANDOVER_POLL
 
     def safe_for(self, ttl: float) -> float:
         """Seconds after sending a request that granted ``ttl`` during which we may lead."""
@@ -63,6 +74,7 @@ class LeaseStats:
     terms_won: int = 0
     stepped_down_unrenewed: int = 0  # stopped at safe_until for want of a renewal
     quorum_lost: int = 0
+    stale_revoked: int = 0  # leases of ours given up after we stopped leading under them
 
 
 @dataclass
@@ -81,6 +93,8 @@ class Leadership:
     faults: dict[str, str] = field(default_factory=dict)  # declines to campaign, by source
     resigning: bool = False  # a planned handover: revoke, then let another take over
     handed_over_until: float = 0.0  # no campaign before this (a handover's hold-off)
+    recheck: bool = False  # the key changed (a watch's hint): read it even while leading
+    stale_lease: int | None = None  # a lease of ours the key is on, not the one we hold
     last_ok: float = 0.0  # when the last request that succeeded was sent
     next_renew: float = 0.0
     next_campaign: float = 0.0
@@ -101,15 +115,20 @@ class Leadership:
         """The request to send now, or None until :meth:`next_time`."""
         if self.lease is not None and (self.resigning or self.faults):
             return Step.REVOKE
+        if self.stale_lease is not None and now >= self.next_campaign:
+            return Step.CLEAR
         if self.faults or (self.handed_over_until > now and self.lease is None):
             return Step.OBSERVE if now >= self.next_campaign else None
-        if self.lease is None:
-            return Step.GRANT if now >= self.next_renew else None
-        if now >= self.next_renew:
-            return Step.RENEW
-        if self.held_term is None and now >= self.next_campaign:
+        if self.lease is None or now >= self.next_renew:
+            return self._lease_step(now)
+        if (self.held_term is None or self.recheck) and now >= self.next_campaign:
             return Step.CAMPAIGN
         return None
+
+    def _lease_step(self, now: float) -> Step | None:
+        if self.lease is None:
+            return Step.GRANT if now >= self.next_renew else None
+        return Step.RENEW
 
     def next_time(self) -> float:
         """When :meth:`due` or :meth:`tick` next has something to do."""
@@ -155,11 +174,12 @@ class Leadership:
     ) -> list[Transition]:
         """A campaign's or a read's answer: who holds the key (None: nobody) and its term."""
         self._ok(sent)
-        self.next_campaign = sent + self.params.renew_interval
+        self.recheck = False
         if holder is None:
-            self.leader = None
+            self.leader, self.stale_lease = None, None
             if self.held_term is not None:  # our key is gone: someone deleted it
                 self.held_term = None
+            self.next_campaign = self._next_read(sent, now)
             return self._settle(now, "no leader")
         self.leader_term = max(self.leader_term, term)
         self.leader = holder
@@ -169,16 +189,32 @@ class Leadership:
             self.held_term = term
         else:
             self.held_term = None
-            if holder != self.me:
+            if holder == self.me:
+                # our own address on a lease we do not hold: one we stepped down from (it
+                # may live on at the store, lease promotion even renews it) or our previous
+                # run's; nobody leads under it, so give it up now rather than at its expiry
+                self.stale_lease = holder_lease
+            else:
                 self.handed_over_until = 0.0  # someone took over: campaign normally again
+        self.next_campaign = now if self.stale_lease else self._next_read(sent, now)
         return self._settle(now, f"{holder} leads (term {term})")
 
     def revoked(self, sent: float, now: float) -> list[Transition]:
         self._ok(sent)
         self._drop_lease()
         self.resigning = False
-        self.next_campaign = sent + self.params.renew_interval
+        if self.leader == self.me:
+            self.leader = None  # the key went with the lease: nobody leads until one is seen
+        self.next_campaign = self._next_read(sent, now)
         return self._settle(now, "resigned")
+
+    def cleared(self, sent: float, now: float) -> list[Transition]:
+        """The stale lease is revoked (or was already gone): the key is free, campaign."""
+        self._ok(sent)
+        self.stale_lease = None
+        self.stats.stale_revoked += 1
+        self.next_campaign = now
+        return self._settle(now, "stale lease revoked")
 
     def failed(self, step: Step, now: float) -> list[Transition]:
         """A request got no answer (timeout, refused, error): try again soon."""
@@ -201,6 +237,16 @@ class Leadership:
         if self.handed_over_until and now >= self.handed_over_until:
             self.handed_over_until = 0.0
         return self._settle(now, "lease not renewed in time")
+
+    def changed(self, now: float) -> list[Transition]:
+        """The key changed (or a watch began, which may have missed a change): read it now."""
+        self.recheck = True
+        self.next_campaign = min(self.next_campaign, now)
+        return []
+
+    def awaiting_successor(self, now: float) -> bool:
+        """Resigned, within the hold-off, no other holder seen yet."""
+        return self.handed_over_until > now and self.lease is None
 
     def decline(self, source: str, reason: str, now: float) -> list[Transition]:
         """Do not lead while ``source`` says so (a failing health track, a link down)."""
@@ -229,6 +275,11 @@ class Leadership:
     def _ok(self, sent: float) -> None:
         self.stats.requests += 1
         self.last_ok = max(self.last_ok, sent)
+
+    def _next_read(self, sent: float, now: float) -> float:
+        if self.awaiting_successor(now):
+            return sent + self.params.handover_poll
+        return sent + self.params.renew_interval
 
     def _drop_lease(self) -> None:
         self.lease, self.held_term, self.safe_until = None, None, 0.0

@@ -13,7 +13,8 @@ comes back with :meth:`EtcdCluster.start` as the same member. Clients may use TL
 speak plain http on the lab's LAN. Every wait is bounded (``timeout``), and the
 members' raft timings are the caller's (``heartbeat_ms``, ``election_ms``): etcd grants
 no lease shorter than 1.5 election timeouts, so ``lease_ttl = 1`` needs ``election_ms``
-600 or less.
+600 or less. ``raft_leader="witness"`` keeps etcd's raft leader off the nodes, as
+docs/operations.md recommends (a node's crash then costs etcd no raft election).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class EtcdCluster:
     members: list[EtcdMember]
     scheme: str  # "http" or "https" for clients
     admin: ClientCreds = field(default_factory=ClientCreds)
+    preferred_leader: str | None = None  # the member kept as raft leader (see start)
 
     def member(self, name: str) -> EtcdMember:
         return next(m for m in self.members if m.name == name)
@@ -98,11 +100,26 @@ class EtcdCluster:
     # --- processes ------------------------------------------------------------------
 
     def start(self, name: str | None = None, timeout: float = START_TIMEOUT) -> None:
-        """Start one member (or all not running) and wait until it answers healthy."""
+        """Start one member (or all not running) and wait until it answers healthy; then
+        give the raft leadership back to ``preferred_leader`` if one is set."""
         chosen = [self.member(name)] if name else [m for m in self.members if not m.running]
         for m in chosen:
             m.proc = m.host.spawn(m.args, name=f"etcd-{m.name}")
         self.wait_healthy([m.name for m in chosen], timeout)
+        if self.preferred_leader is not None:
+            self.move_leader(self.preferred_leader, timeout)
+
+    def move_leader(self, to: str, timeout: float = START_TIMEOUT) -> None:
+        """Make member ``to`` etcd's raft leader (``etcdctl move-leader``, asked of the
+        current leader) and wait until every running member says so."""
+        deadline = time.monotonic() + timeout
+        while (leader := self.leader()) != to:
+            if leader is not None and self.member(to).running:
+                target = f"{self.member_id(to):x}"
+                self.etcdctl(leader, "move-leader", target, check=False)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"etcd's raft leader is {leader}, not {to}, after {timeout:g}s")
+            time.sleep(POLL)  # the poll interval of a bounded wait
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Stop one member at once (SIGKILL: a crash; SIGTERM: etcd hands leadership on)."""
@@ -129,6 +146,10 @@ class EtcdCluster:
     def healthy(self, name: str) -> bool:
         """Whether the member answers a linearizable read (so a raft leader is known)."""
         return self.etcdctl(name, "endpoint", "health", check=False).returncode == 0
+
+    def member_id(self, name: str) -> int:
+        done = self.etcdctl(name, "endpoint", "status", "-w", "json")
+        return int(json.loads(done.stdout)[0]["Status"]["header"]["member_id"])
 
     def leader(self) -> str | None:
         """The raft leader's member name, as the running members report it."""
@@ -180,8 +201,11 @@ def build_etcd_cluster(
     heartbeat_ms: int = HEARTBEAT_MS,
     election_ms: int = ELECTION_MS,
     timeout: float = START_TIMEOUT,
+    raft_leader: str | None = None,
 ) -> EtcdCluster:
-    """Three members (node1, node2, a new witness host), started and healthy."""
+    """Three members (node1, node2, a new witness host), started and healthy; with
+    ``raft_leader`` (a member's name, e.g. "witness") that member is made etcd's raft
+    leader, and made it again whenever a member is started."""
     witness = add_witness_host(site)
     places = [(f"node{i}", h, node_address(i)) for i, h in enumerate(site.nodes[:2], 1)]
     places.append(("witness", witness, WITNESS))
@@ -196,7 +220,7 @@ def build_etcd_cluster(
     admin = ClientCreds(tls.ca_file, None, None) if tls else ClientCreds()
     if tls and tls.client_cert_auth:  # the server certificate serves as etcdctl's too
         admin = ClientCreds(tls.ca_file, tls.cert_file, tls.key_file)
-    cluster = EtcdCluster(site, members, scheme, admin)
+    cluster = EtcdCluster(site, members, scheme, admin, preferred_leader=raft_leader)
     cluster.start(timeout=timeout)
     return cluster
 
@@ -223,6 +247,7 @@ def _member_args(
         f"--initial-cluster={initial}",
         "--initial-cluster-state=new",  # ignored once the data directory exists
         f"--initial-cluster-token={token}",
+        "--pre-vote",  # a member back from a partition does not depose the raft leader
     ]
     if tls is not None:
         args += [

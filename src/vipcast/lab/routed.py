@@ -140,15 +140,19 @@ def start_bird(host: Host, conf: str) -> Bird:
     return Bird(host, sock, proc)
 
 
-def start_etcd(host: Host, address: str) -> NsProcess:
-    """A one-member etcd on ``address`` (data in the lab's workdir)."""
+def start_etcd(host: Host, address: str, raft: tuple[int, int] | None = None) -> NsProcess:
+    """A one-member etcd on ``address`` (data in the lab's workdir); ``raft``: its
+    (heartbeat, election timeout) in ms, else etcd's defaults (100, 1000)."""
     client, peer = f"http://{address}:{ETCD_CLIENT_PORT}", f"http://{address}:{ETCD_PEER_PORT}"
+    timings = (
+        [] if raft is None else [f"--heartbeat-interval={raft[0]}", f"--election-timeout={raft[1]}"]
+    )
     return host.spawn(
         [
             "etcd", "--name", host.name, "--data-dir", str(host.lab.workdir / f"etcd-{host.name}"),
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"{host.name}={peer}",
+            "--initial-cluster", f"{host.name}={peer}", *timings,
         ],
         name="etcd",
     )  # fmt: skip
@@ -170,8 +174,9 @@ class RoutedSite:
         return VIP
 
 
-def build_routed_site(lab: Lab, nodes: int = 2) -> RoutedSite:
-    """The hosts, addresses and routes, BIRD everywhere (sessions establishing), etcd."""
+def build_routed_site(lab: Lab, nodes: int = 2, raft: tuple[int, int] | None = None) -> RoutedSite:
+    """The hosts, addresses and routes, BIRD everywhere (sessions establishing), etcd
+    (``raft``: its timings, see :func:`start_etcd`)."""
     router, remote, witness = lab.host("router"), lab.host("remote"), lab.host("witness")
     router.sysctl("net.ipv4.ip_forward", 1)
     members = [_node(lab, router, i) for i in range(1, nodes + 1)]
@@ -188,7 +193,7 @@ def build_routed_site(lab: Lab, nodes: int = 2) -> RoutedSite:
             node_address(i), node_as(i), gateway(i), ROUTER_AS, ROUTE_TABLE, ROUTE_PROTOCOL
         )
         site.birds[node.name] = start_bird(node, conf)
-    start_etcd(witness, WITNESS)
+    start_etcd(witness, WITNESS, raft)
     _wait(lambda: all(b.answers() for b in site.birds.values()), "BIRD on every host")
     return site
 

@@ -124,6 +124,14 @@ class RouteVips:
 
     def remove(self) -> list[IPInterface]:
         """Route, then address, of every VIP; returns those that had either."""
+        withdrawn = self.withdraw()
+        removed = set(self._local.remove())
+        return [vip for vip in self.addresses if vip in withdrawn | removed]
+
+    def withdraw(self) -> set[IPInterface]:
+        """The routes only (the router moves the traffic), the local addresses kept (what
+        is still on its way is received): a planned handover's first step of letting go.
+        Returns the VIPs whose route was there."""
         withdrawn = set()
         for vip in self.addresses:
             try:
@@ -133,8 +141,7 @@ class RouteVips:
                     raise self._explain(exc, f"withdraw the route to {vip}") from exc
                 continue
             withdrawn.add(vip)
-        removed = set(self._local.remove())
-        return [vip for vip in self.addresses if vip in withdrawn | removed]
+        return withdrawn
 
     def present(self) -> set[IPInterface]:
         """The VIPs held now: local address and route both in place."""

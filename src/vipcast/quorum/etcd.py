@@ -8,6 +8,11 @@ service runs them in a thread, one at a time, each bounded by ``request_timeout`
 from __future__ import annotations
 
 import base64
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,8 @@ from vipcast.config import EtcdConfig
 API_PATH = "/v3/"  # etcd 3.4+; no discovery request at the first call
 # etcd's answers to a token it no longer knows (simple tokens live in the members' memory)
 TOKEN_REFUSED = ("invalid auth token", "user name is empty")
+WATCH_IDLE = 10.0  # s a watch stream may stay silent before it is opened anew
+WATCH_RETRY = 0.5  # s before the next endpoint is tried after a watch failed
 
 
 class StoreError(Exception):
@@ -151,3 +158,91 @@ class EtcdStore:
         return Holder(
             _unb64(kv.get("value", "")), int(kv.get("lease", 0)), int(kv["create_revision"])
         )
+
+
+class KeyWatch:
+    """A watch on the election key (etcd's /v3/watch stream), run in a thread of its own.
+
+    Only a hint: every event, and every new stream (the time between two streams is not
+    watched), calls ``changed``; the election then reads the key through its ordinary
+    requests, so nothing learned here bypasses the lease's rules. A stream that cannot
+    be opened calls ``failed`` and the next endpoint is tried after ``WATCH_RETRY``; a
+    stream silent for ``WATCH_IDLE`` (an endpoint cut off without a reset) is opened anew.
+    The watch has its own clients (a requests session is not shared between threads).
+    """
+
+    def __init__(
+        self, cfg: EtcdConfig, changed: Callable[[], None], failed: Callable[[str], None]
+    ) -> None:
+        self.store = EtcdStore(cfg)
+        self.changed = changed
+        self.failed = failed
+        self.stopping = threading.Event()
+        self.streams = 0  # watches created (counted in the thread, read by status)
+        self.events = 0  # changes of the key it reported
+        self._stream: Any = None  # the response being read, for stop()
+        self._thread = threading.Thread(target=self._run, name="etcd-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread: its blocking read is woken by shutting the socket down."""
+        self.stopping.set()
+        stream = self._stream
+        try:
+            fd = stream.raw._fp.fp.raw._sock.fileno()  # urllib3's socket under the response
+            socket.socket(fileno=os.dup(fd)).shutdown(socket.SHUT_RDWR)
+        except (AttributeError, OSError, ValueError):
+            pass  # not reading now, or already closed: the thread ends at its next check
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._watch_once()
+            except (StoreError, exceptions.Etcd3Exception, ValueError, OSError) as e:
+                if self.stopping.is_set():
+                    return
+                client = self.store.clients[self.store.current]
+                client.session.headers.pop("Authorization", None)
+                self.store.current = (self.store.current + 1) % len(self.store.clients)
+                self.failed(f"{client.base_url}: {e or type(e).__name__}")
+                self.stopping.wait(WATCH_RETRY)
+
+    def _watch_once(self) -> None:
+        """One stream, until it ends; raises what kept it from being opened."""
+        client = self.store.clients[self.store.current]
+        self.store._authenticate(client)
+        body = {"create_request": {"key": self.store.key}}
+        timeout = (self.store.cfg.timeout, WATCH_IDLE)
+        with client.session.post(
+            client.get_url("/watch"), json=body, stream=True, timeout=timeout
+        ) as stream:
+            self._stream = stream
+            if stream.status_code != 200:
+                raise StoreError(f"watch refused: HTTP {stream.status_code}")
+            self._read(stream)
+
+    def _read(self, stream: Any) -> None:
+        created = False
+        try:
+            for line in stream.iter_lines():
+                if self.stopping.is_set():
+                    return
+                if not line.strip():
+                    continue
+                chunk = json.loads(line)
+                result = chunk.get("result") or {}
+                if "error" in chunk or result.get("canceled"):
+                    raise StoreError(f"watch ended: {chunk}")
+                if result.get("created"):
+                    created = True
+                    self.streams += 1
+                self.events += len(result.get("events") or ())
+                self.changed()
+        except OSError:
+            if not created:
+                raise
+            return  # an idle stream timed out, or the member went: open the next one now
+        if not created:
+            raise StoreError("the watch stream ended before the watch was created")

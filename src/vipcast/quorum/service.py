@@ -27,13 +27,18 @@ from vipcast.daemon.metrics import Metrics
 from vipcast.daemon.quietlog import QuietLogger
 from vipcast.daemon.vips import Vips, announces_by_arp, for_config
 from vipcast.linux.announce import Announcer
-from vipcast.quorum.etcd import EtcdStore, Holder, StoreError
+from vipcast.linux.route import RouteVips
+from vipcast.linux.vip import LinkDown, LinkUp, NetlinkWatcher, VipRemoved
+from vipcast.quorum.etcd import EtcdStore, Holder, KeyWatch, StoreError
 
 log = logging.getLogger("vipcast.etcd")
 quiet = QuietLogger(log)
 TICK = 0.02  # s between checks of the lease's safe time
 HANDOVER_HOLD_OFF = 2  # lease TTLs a node that handed over waits before campaigning again
 VipErrors = (OSError, LookupError)
+# s a resigned leader keeps its route after it saw the successor: the successor's route
+# learnt by its BIRD and sent over BGP to the router first (make-before-break)
+ROUTE_SETTLE = 0.25
 
 
 class EtcdElection:
@@ -54,8 +59,10 @@ class EtcdElection:
         params = LeaseParams(e.lease_ttl, e.renew_every, e.max_drift, e.stop_margin)
         self.router = Leadership(params, str(self.primary))  # `router.state` as the VRRP one
         self.store = EtcdStore(e)
+        self.watch = KeyWatch(e, self._watch_saw_change, self._watch_failed)
         self.vips: Vips = for_config(cfg)  # on the interface, or as host routes
         self.announcer: Announcer | None = None
+        self.watcher: NetlinkWatcher | None = None  # ARP mode: the VIPs and the link
         self.handed_over = False
         self.transitions = 0
         self.errors: dict[str, int] = {}
@@ -76,13 +83,17 @@ class EtcdElection:
         self.vips.remove()  # a VIP left by a crashed run: we start as a follower
         if announces_by_arp(self.cfg):  # route mode: the host route is the announcement
             self.announcer = Announcer(self.cfg.node.interface)
+            self.watcher = NetlinkWatcher(self.cfg.node.interface, self.cfg.vip.addresses)
+            self._loop.add_reader(self.watcher.fileno(), self._on_netlink)
         self._apply(self.router.start(self._loop.time()))
         self._tasks = [
             self._loop.create_task(self._requests()),
             self._loop.create_task(self._ticker()),
         ]
+        self.watch.start()
 
     async def stop(self) -> None:
+        self.watch.stop()
         for task in self._tasks:
             task.cancel()
         lease = self.router.lease
@@ -95,6 +106,9 @@ class EtcdElection:
                 )
         if self.announcer is not None:
             self.announcer.close()
+        if self.watcher is not None:
+            self._loop.remove_reader(self.watcher.fileno())
+            self.watcher.close()
         self.vips.close()
 
     # --- the request loop: one at a time, each bounded ---------------------------------
@@ -130,10 +144,56 @@ class EtcdElection:
             return
         self._apply(self._feed(step, result, sent, self._loop.time()))
 
+    # --- netlink (ARP mode): the link, and a VIP removed behind our back --------------------
+
+    def _on_netlink(self) -> None:
+        assert self.watcher is not None
+        try:
+            for event in self.watcher.read_events():
+                if isinstance(event, LinkDown):
+                    self.add_fault("link", f"link {event.ifname} down")
+                elif isinstance(event, LinkUp):
+                    self.remove_fault("link")
+                elif isinstance(event, VipRemoved) and self._holding and not self._draining:
+                    self._restore_vip(event)
+        except Exception:
+            quiet.exception("etcd:netlink", "etcd election netlink: unexpected")
+
+    def _restore_vip(self, event: VipRemoved) -> None:
+        log.warning("VIP %s was removed behind our back: restoring it", event.address)
+        try:
+            self.vips.add()
+        except VipErrors as e:
+            quiet.warning("etcd:vip_restore", "VIP not restored: %s", e)
+            return
+        self.metrics.vip_restored.inc()
+        self.bus.publish("vip_restored", f"VIP {event.address} removed by someone else; restored")
+        self._announce()
+
+    # --- the watch (its own thread): a hint to read the key now ----------------------------
+
+    def _watch_saw_change(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: the daemon is exiting
+            self._loop.call_soon_threadsafe(self._key_changed)
+
+    def _key_changed(self) -> None:
+        self._apply(self.router.changed(self._loop.time()))
+
+    def _watch_failed(self, detail: str) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._note_watch_failure, detail)
+
+    def _note_watch_failure(self, detail: str) -> None:
+        self.errors["watch"] = self.errors.get("watch", 0) + 1
+        quiet.warning("etcd:watch", "etcd watch failed: %s (polling meanwhile)", detail)
+
     def _call(self, step: Step) -> Any:
         r, s = self.router, self.store
         if step is Step.GRANT:
             return s.grant(r.params.ttl)
+        if step is Step.CLEAR:
+            assert r.stale_lease is not None
+            return s.revoke(r.stale_lease)
         assert step is Step.OBSERVE or r.lease is not None
         if step is Step.RENEW:
             return s.renew(r.lease)  # type: ignore[arg-type]
@@ -152,6 +212,8 @@ class EtcdElection:
             return r.renewed(result, sent, now)
         if step is Step.REVOKE:
             return r.revoked(sent, now)
+        if step is Step.CLEAR:
+            return r.cleared(sent, now)
         holder: Holder | None = result
         if holder is None:
             return r.observed(None, None, 0, sent, now)
@@ -257,7 +319,9 @@ class EtcdElection:
         """Advert keys do not apply to the etcd backend."""
 
     def reannounce(self) -> None:
-        if self._holding:
+        """A split healed (the data plane saw another relay): point the LAN back here,
+        if we lead; never while draining a handover (the successor's announcement wins)."""
+        if self._holding and self.router.is_leader(self._loop.time()):
             self._announce()
 
     def timer_alive(self) -> bool:
@@ -279,12 +343,26 @@ class EtcdElection:
                 await asyncio.sleep(0.01)
             if not self._other_leads():
                 raise RefusedError("no peer took over within the wait")
+            await self._withdraw_routes()
             if self.drain_hook is not None:
                 await self.drain_hook()
             return f"handed over to {self.router.leader} (term {self.router.leader_term})"
         finally:
             self._draining = False
             self._apply([])
+
+    async def _withdraw_routes(self) -> None:
+        """Route mode: the successor's route announced (given ``ROUTE_SETTLE``), withdraw
+        ours so that the router moves the traffic while our address still takes what is on
+        its way; the drain then sees the relay go quiet. ARP mode: the successor's
+        announcement already moved it."""
+        if not isinstance(self.vips, RouteVips):
+            return
+        await asyncio.sleep(ROUTE_SETTLE)
+        try:
+            self.vips.withdraw()
+        except VipErrors as e:
+            quiet.warning("etcd:vip_withdraw", "routes not withdrawn before the drain: %s", e)
 
     def _other_leads(self) -> bool:
         return self.router.leader not in (None, self.router.me)
@@ -311,6 +389,7 @@ class EtcdElection:
             "handed_over": self.handed_over,
             "faults": dict(r.faults),
             "etcd_errors": dict(self.errors),
+            "watch": {"streams": self.watch.streams, "events": self.watch.events},
             "stats": vars(r.stats),
         }
 
