@@ -198,13 +198,20 @@ class Election:
 
     # --- lifecycle -------------------------------------------------------------
 
+    def remove_stale_vips(self) -> None:
+        """Remove a VIP left by a run that was killed with its guard: we start as backup.
+
+        Done first, before the control socket answers and the data plane starts, so
+        that nothing sees this node up while it still holds the VIP beside the master.
+        """
+        self.vips.remove()
+
     async def start(self) -> None:
         require("CAP_NET_RAW", "CAP_NET_ADMIN", what="run the VRRP election")
         ifname = self.cfg.node.interface
         interfaces.ifindex(ifname)  # a clear error for an unknown interface
         self._warn_outside_subnets()
         self._warn_open_key_files()
-        self.vips.remove()  # a VIP left by a crashed run: we start as backup
         self.sock = VrrpSocket(
             ifname,
             self.version,

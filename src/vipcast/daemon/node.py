@@ -95,6 +95,7 @@ class Node:
     async def start(self) -> None:
         require("CAP_NET_RAW", "CAP_NET_ADMIN", what="run the VRRP election")  # before any child
         await self.guard.start()  # before any VIP can be added: it removes them if we die
+        self.election.remove_stale_vips()  # a killed run's, before anyone can see us up
         await self.roles.end_previous()  # what a killed daemon left: one copy, always
         await self.control.start()
         if self.cfg.metrics.listen:

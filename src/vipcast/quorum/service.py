@@ -79,8 +79,11 @@ class EtcdElection:
 
     # --- lifecycle -------------------------------------------------------------------
 
+    def remove_stale_vips(self) -> None:
+        """Remove a VIP left by a run killed with its guard: we start as a follower."""
+        self.vips.remove()
+
     async def start(self) -> None:
-        self.vips.remove()  # a VIP left by a crashed run: we start as a follower
         if announces_by_arp(self.cfg):  # route mode: the host route is the announcement
             self.announcer = Announcer(self.cfg.node.interface)
             self.watcher = NetlinkWatcher(self.cfg.node.interface, self.cfg.vip.addresses)
