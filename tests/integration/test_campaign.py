@@ -1,6 +1,6 @@
 """A short fault campaign: seeded random faults against a site carrying steady traffic.
 
-Three seeds of about 20 s of faults each (every fault applied, held, healed, then given
+Three seeds of about 12 s of faults each (every fault applied, held, healed, then given
 the liveness bound to show its effect), judged by tests/lab/checker.py. The long
 campaign is ``bench/campaign.py``; a failing seed here is reproduced there with
 ``--seeds`` and ``--first-seed``.
@@ -15,7 +15,7 @@ from vipcast.lab.site import Site
 
 pytestmark = pytest.mark.root
 
-SECONDS = 20.0
+SECONDS = 12.0
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
