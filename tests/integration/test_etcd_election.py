@@ -116,6 +116,19 @@ def test_one_leader_holds_the_vip_with_a_term(quorum_site: Site) -> None:
     assert sampler.stop() == []
 
 
+def cut_from_witness(site: Site, node: VipcastNode) -> Any:
+    """Drop everything between ``node`` and the witness (nft table ``cut``); its host."""
+    host = site.nodes[node.index - 1]
+    nft(
+        host,
+        "table inet cut {\n"
+        f"  chain in {{ type filter hook input priority 0; ip saddr {WITNESS} drop; }}\n"
+        f"  chain out {{ type filter hook output priority 0; ip daddr {WITNESS} drop; }}\n"
+        "}\n",
+    )
+    return host
+
+
 def test_leader_killed_the_other_takes_over_within_ttl(quorum_site: Site) -> None:
     site = quorum_site
     sampler = VipSampler(site)
@@ -141,14 +154,7 @@ def test_leader_cut_off_from_etcd_withdraws_before_the_other_takes_over(
     sampler = VipSampler(site)
     nodes = [etcd_node(site, 1), etcd_node(site, 2)]
     leader, follower = leader_of(nodes)
-    host = site.nodes[leader.index - 1]
-    nft(
-        host,
-        "table inet cut {\n"
-        f"  chain in {{ type filter hook input priority 0; ip saddr {WITNESS} drop; }}\n"
-        f"  chain out {{ type filter hook output priority 0; ip daddr {WITNESS} drop; }}\n"
-        "}\n",
-    )
+    host = cut_from_witness(site, leader)
     cut = time.monotonic()
 
     def sampled_takeover() -> bool:

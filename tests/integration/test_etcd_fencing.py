@@ -19,14 +19,19 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_etcd_election import TTL, leader_of, quorum_site  # noqa: F401
+from tests.integration.test_etcd_election import (  # noqa: F401
+    TTL,
+    cut_from_witness,
+    leader_of,
+    quorum_site,
+)
 from tests.lab import checker
-from tests.lab.faults import nft, nft_delete
+from tests.lab.faults import nft_delete
 from tests.lab.nodes import VipcastNode, start_node
 from tests.lab.recorder import EventsRecorder
 from tests.lab.wait import wait_until
 from vipcast.lab.process import NsProcess
-from vipcast.lab.site import VIP, WITNESS, Site, etcd_endpoint
+from vipcast.lab.site import VIP, Site, etcd_endpoint
 
 pytestmark = pytest.mark.root
 
@@ -56,18 +61,6 @@ def recorder(site: Site, host: Any, *args: str) -> tuple[NsProcess, Path]:
     out = site.lab.workdir / f"fencing-{host.name}-{args[0]}-{len(site.lab.processes)}.json"
     cmd = [sys.executable, "-m", "tests.lab.recorder", *args, "--out", str(out)]
     return host.spawn(cmd, name=f"recorder-{args[0]}"), out
-
-
-def cut_from_witness(site: Site, node: VipcastNode) -> Any:
-    host = site.nodes[node.index - 1]
-    nft(
-        host,
-        "table inet cut {\n"
-        f"  chain in {{ type filter hook input priority 0; ip saddr {WITNESS} drop; }}\n"
-        f"  chain out {{ type filter hook output priority 0; ip daddr {WITNESS} drop; }}\n"
-        "}\n",
-    )
-    return host
 
 
 def feed_term(node: VipcastNode) -> int | None:
