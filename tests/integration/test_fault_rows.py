@@ -104,6 +104,14 @@ def test_b_partition_between_the_nodes_only_3s(cluster: Cluster) -> None:
     judge(cluster)
 
 
+def test_a_masters_tail_lost_then_its_link_cut_is_reported_at_the_backup(
+    cluster: Cluster,
+) -> None:
+    """Seen once in the long campaign: 8 datagrams only the master's apps had."""
+    once(cluster, nemesis.lost_tail_then_link_cut, 1.0)
+    judge(cluster)
+
+
 # ---------------------------------------------------------------- (c)
 
 

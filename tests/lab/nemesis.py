@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.lab import checker, faults, oracles
-from tests.lab.nodes import VipcastNode, start_node
+from tests.lab.nodes import START_TIMEOUT, VipcastNode, start_node
 from tests.lab.recorder import PAYLOAD_SIZE, REPLY_EVERY, EventsRecorder, Sampler
 from tests.lab.wait import wait_until
 from vipcast.core import envelope as env
@@ -738,6 +738,9 @@ def freeze(who: str, part: str) -> Fn:
     return fault
 
 
+STARTING = (None, "INITIALIZE")  # states of a node not yet up: no answer, or starting
+
+
 def kill_restart(who: str) -> Fn:
     def fault(c: Cluster, rng: random.Random, seconds: float) -> str:
         i = c.pick(rng, who)
@@ -746,7 +749,9 @@ def kill_restart(who: str) -> Fn:
         node.proc.kill_group(signal.SIGKILL)
         node.proc.wait(5)
         time.sleep(seconds)  # down time
-        c.nodes[i] = start_node(c.site, i, **c.specs[i])
+        c.nodes[i] = node = start_node(c.site, i, **c.specs[i])
+        # up once started (systemd's READY=1): past INITIALIZE, its data plane running
+        wait_until(lambda: node.state() not in STARTING, START_TIMEOUT, what=f"node{i} up")
         c.restarts.setdefault(i, []).append((killed, time.monotonic()))
         return f"SIGKILL {who} node{i}, restarted after {seconds:.1f}s"
 
@@ -785,6 +790,29 @@ def link_cut(who: str) -> Fn:
         return f"link cut {who} node{i} {seconds:.1f}s"
 
     return fault
+
+
+TAIL_SECONDS = 0.05  # the master's envelopes dropped before its link goes down
+
+
+def lost_tail_then_link_cut(c: Cluster, rng: random.Random, seconds: float) -> str:
+    """The master's last envelopes never leave it, then its link goes down.
+
+    Its own apps had that tail; the backup heard nothing of it, and the master's end
+    of session goes into a dead link. After the heal the backup must learn the tail
+    (and report it), not lose it silently.
+    """
+    i = c.master()
+    host = c.host(i)
+    with output_drop(host, f"udp dport {CLUSTER_PORT}"):
+        time.sleep(TAIL_SECONDS)  # relayed to its own apps only
+        host.set_link("eth0", up=False)
+    try:
+        time.sleep(seconds)  # the cut
+    finally:
+        host.set_link("eth0", up=True)
+        _nsrun(host, "ip", "route", "replace", "default", "via", ROUTER_LAN, check=False)
+    return f"tail lost, then link cut master node{i} {seconds:.1f}s"
 
 
 @contextlib.contextmanager

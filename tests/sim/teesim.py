@@ -548,7 +548,7 @@ class Proc:
         beat = self.relay.state.heartbeat(self.now)
         if beat is not None:
             self.fanout([env.encode_heartbeat(beat)], None)
-        elif (end := self.relay.state.end_refresh(self.now)) is not None:
+        if (end := self.relay.state.end_refresh(self.now)) is not None:
             self.fanout([env.encode_end_of_session(end)], None)
         self.later(self.now + timing.HEARTBEAT_TICK_NS, self.heartbeat_tick)
 

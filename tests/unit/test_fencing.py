@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from vipcast.core.envelope import U64_MAX, Message
 from vipcast.core.fencing import Fence
-from vipcast.core.sequencer import Sequencer, SequencerConfig
+from vipcast.core.sequencer import GapUnrecoverable, Sequencer, SequencerConfig
 
 from .test_sequencer import (
     FEED,
@@ -191,3 +191,19 @@ def test_the_relay_stamps_its_sessions_term_on_everything_it_states() -> None:
     assert (beat.term, closing.term, end.term) == (T2, T2, T2)
     relay.start(unix_ns=1 << 60, now=2 * 10**9)  # the next session, unfenced (VRRP)
     assert relay.closing() == replace(closing, session=relay.session, last_seq=0, term=0)
+
+
+def test_a_deposed_leaders_end_still_reports_the_tail_this_node_missed() -> None:
+    # A relayed #4..#6 into a dead link, then lost its term; B leads; A's end arrives
+    seqr = following_a()
+    lead(seqr, NODE_B, T2, 10 * MS)
+    got = deliver(seqr, under(T2, data(B, 1, 2)), 20 * MS)
+    acts = seqr.handle_timer(20 * MS + SequencerConfig().takeover_grace_ns)
+    got += delivered(acts)
+    assert got == [(B, 1), (B, 2)]
+    acts = [a for m in under(T1, eos(A, 6)) for a in accept(seqr, m, 2000 * MS)]
+    assert [a for a in acts if isinstance(a, GapUnrecoverable)] == [
+        GapUnrecoverable(FEED, A, 4, 3, "failover")
+    ]
+    assert delivered(acts) == []
+    assert seqr.counters(FEED).fenced == 1

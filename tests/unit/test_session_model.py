@@ -24,6 +24,7 @@ from .test_sequencer import (
     RELAYS,
     A,
     B,
+    C,
     accept,
     data,
     delivered,
@@ -212,7 +213,7 @@ def test_a_tail_learned_after_a_failover_is_reported_as_lost_not_as_a_split() ->
     assert of(GapUnrecoverable, acts) == [GapUnrecoverable(FEED, B, 8, 3, "failover")]
 
 
-def test_a_relay_states_its_last_end_once_a_second_until_it_relays_again() -> None:
+def test_a_relay_states_its_last_end_once_a_second_for_a_minute() -> None:
     from vipcast.core import timing
     from vipcast.core.relay_session import RelaySession
 
@@ -225,5 +226,40 @@ def test_a_relay_states_its_last_end_once_a_second_until_it_relays_again() -> No
     assert relay.end_refresh(MS + timing.END_REFRESH_NS) == end
     assert relay.end_refresh(MS + timing.END_REFRESH_NS + 1) is None
     assert relay.end_refresh(MS + timing.END_REFRESH_FOR_NS + timing.END_REFRESH_NS) is None
+
+
+def test_a_relay_relaying_again_still_states_its_last_end() -> None:
+    """A receiver cut off when the old session ended learns its tail even so."""
+    from vipcast.core import timing
+    from vipcast.core.relay_session import RelaySession
+
+    relay = RelaySession(FEED, NODE_A)
+    relay.start(10**18, 0)
+    relay.number(5, 0)
+    end = relay.stop(MS)
     relay.start(10**18 + 10**9, 2 * MS)
-    assert relay.end_refresh(10**12) is None  # relaying again: no old end
+    at = MS + timing.END_REFRESH_NS
+    assert relay.end_refresh(at) == end
+    relay.number(3, at + MS)
+    assert relay.end_refresh(at + timing.END_REFRESH_NS) == end  # traffic does not hide it
+
+
+def test_a_tail_learned_after_its_relay_led_again_is_reported_not_resumed() -> None:
+    # node2's view: it followed A (node1), which relayed #1..#10 but only #1..#7 reached
+    # node2 before node1's link went down; node2 took over (B); node1's link came back
+    # and it led again under a newer session C; only then its end of A arrives
+    seqr = following()
+    feed_all(seqr, [data(A, 1, 7)], now=0)
+    lead(seqr, NODE_B, 500 * MS)
+    acts = feed_all(seqr, [data(B, 1, 3)], now=500 * MS)
+    acts += settle(seqr, 600 * MS)
+    lead(seqr, NODE_A, 1500 * MS)
+    acts += feed_all(seqr, [eos(B, 3), data(C, 1, 2)], now=1500 * MS)
+    acts += accept(seqr, eos(A, 10), 2000 * MS)  # its once-a-second restatement
+    assert of(GapUnrecoverable, acts) == [GapUnrecoverable(FEED, A, 8, 3, "failover")]
+    assert of(SplitBrain, acts) == []
+    acts = accept(seqr, data(C, 3), 2001 * MS)
+    acts += accept(seqr, eos(A, 10), 3000 * MS)  # stated again: already reported
+    assert delivered(acts) == [(C, 3)]
+    assert of(GapUnrecoverable, acts) == []
+    assert seqr.counters(FEED).unrecoverable == 3

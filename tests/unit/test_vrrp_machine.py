@@ -32,7 +32,7 @@ HIGH = IPv4Address("198.18.0.12")
 VIP = IPv4Address("198.18.0.100")
 VRID = 51
 
-TAKE_OVER = [SendAdvert(100, 100), AddVips(), Announce()]
+TAKE_OVER = [AddVips(), SendAdvert(100, 100), Announce()]  # make-before-break
 
 
 def make(**fields: object) -> VirtualRouter:
@@ -96,8 +96,8 @@ def test_owner_starts_master() -> None:
     actions = router.start(5.0)
     assert actions == [
         Transition(State.INITIALIZE, State.MASTER, "started as address owner", 5.0),
-        SendAdvert(255, 100),
         AddVips(),
+        SendAdvert(255, 100),
         Announce(),
     ]
     assert router.next_timer() == 6.0
@@ -354,7 +354,7 @@ def test_clear_fault_makes_the_owner_master() -> None:
     router.set_fault("link down", 1.0)
     actions = router.clear_fault(2.0)
     assert transition(actions).new is State.MASTER
-    assert without_transitions(actions) == [SendAdvert(255, 100), AddVips(), Announce()]
+    assert without_transitions(actions) == [AddVips(), SendAdvert(255, 100), Announce()]
 
 
 def test_fault_before_start_parks_the_router_until_cleared() -> None:

@@ -27,6 +27,7 @@ class RelaySession:
     last_sent: int = 0  # when anything of the session last went out
     ended: EndOfSession | None = None  # the last session's end, stated again for a while
     ended_at: int = 0
+    end_sent: int = 0  # when that end last went out
     term: int = 0  # the fencing term of the active (or served) session; 0: unfenced (VRRP)
 
     @property
@@ -38,7 +39,6 @@ class RelaySession:
         self.session = self.served = new_session_id(self.node, unix_ns, self.served)
         self.term = term
         self.next_seq, self.last_sent = 1, now
-        self.ended = None
         return self.session
 
     def number(self, count: int, now: int) -> int:
@@ -69,18 +69,22 @@ class RelaySession:
         last = self.next_seq - 1
         end = EndOfSession(self.feed, self.node, self.session, last, next_session, self.term)
         self.session = 0
-        self.ended, self.ended_at, self.last_sent = end, now, now
+        self.ended, self.ended_at, self.end_sent = end, now, now
         return end
 
     def end_refresh(self, now: int) -> EndOfSession | None:
-        """The last session's end again, once per ``END_REFRESH_NS`` for a while; else None."""
+        """The last session's end again, once per ``END_REFRESH_NS`` for a while; else None.
+
+        Also while a newer session runs: a receiver cut off when the old one ended learns
+        its tail from this, and reports it, even if this relay leads again by then.
+        """
         end = self.ended
-        if end is None or now - self.last_sent < timing.END_REFRESH_NS:
+        if end is None or now - self.end_sent < timing.END_REFRESH_NS:
             return None
         if now - self.ended_at > timing.END_REFRESH_FOR_NS:
             self.ended = None
             return None
-        self.last_sent = now
+        self.end_sent = now
         return end
 
 

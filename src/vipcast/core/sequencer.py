@@ -24,6 +24,9 @@ per feed:
 * Sessions of other relays (a split brain, seen after the heal) are never
   delivered: what they carried is reported, as a :class:`SplitBrain` and a lost
   range, once they end or fall silent.
+  So is the tail of a session this node left, learned from its end only after
+  its relay began a newer one (the relay's link was down when it ended, then it led
+  again): it can no longer come in order.
 * Nothing one packet claims is believed at once if it is implausible: a sequence
   number more than ``max_jump`` beyond what is known must be repeated for
   ``confirm_ns`` first; an end before datagrams already held is ignored, and data
@@ -644,6 +647,9 @@ class _Feed:
         acts: list[Action] = []
         if not self.fence.admit(msg, relay, now):
             self.counters.fenced += 1
+            if isinstance(msg, EndOfSession) and msg.session in self.past:
+                self._open(msg, relay, now, acts, tail_only=True)  # reported, never fetched
+                self._settle(now, acts)
             return acts
         stream = self._route(msg, relay, now, acts)
         if stream is not None:
@@ -688,8 +694,14 @@ class _Feed:
             return known
         return self._open(msg, relay, now, acts)
 
-    def _open(self, msg: Message, relay: str, now: int, acts: list[Action]) -> _Stream | None:
-        """A session new to this feed (or one left earlier): a stream, or a note of it."""
+    def _open(
+        self, msg: Message, relay: str, now: int, acts: list[Action], *, tail_only: bool = False
+    ) -> _Stream | None:
+        """A session new to this feed (or one left earlier): a stream, or a note of it.
+
+        ``tail_only``: the end of a session this node left, from a deposed term: what it
+        says beyond where this node left the session is reported lost, nothing more.
+        """
         sid = msg.session
         unasked = isinstance(msg, Unavailable) or (isinstance(msg, Data) and msg.retransmission)
         past = self.past.get(sid)
@@ -702,8 +714,9 @@ class _Feed:
         start, why = self._start_of(msg, relay, past, now)
         if start is None:
             return None
-        if relay != self.leader:
-            self.counters.not_leader += 1
+        if relay != self.leader or tail_only or self._moved_on(msg, relay):
+            if relay != self.leader:
+                self.counters.not_leader += 1
             followed = past is not None and past.followed
             other = _Other(sid, msg.node, relay, start, now, followed=followed)
             if past is not None:  # the evidence heard before still counts
@@ -716,6 +729,13 @@ class _Feed:
         stream.why = why
         self._enqueue(stream, now, acts)
         return stream
+
+    def _moved_on(self, msg: Message, relay: str) -> bool:
+        """The end of a session whose relay runs a newer one here: its tail, if any, can
+        no longer be delivered in order, only reported (the relay led again meanwhile)."""
+        if not isinstance(msg, EndOfSession):
+            return False
+        return any(s.relay == relay and s.session > msg.session for s in self._streams())
 
     def _start_of(
         self, msg: Message, relay: str, past: _Past | None, now: int

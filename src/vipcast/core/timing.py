@@ -34,7 +34,7 @@ after a split it is how the other side learns what it missed. The spread outlast
 END_REFRESH_NS: Final = 1_000 * MS
 END_REFRESH_FOR_NS: Final = 60_000 * MS
 """After the repeats, a relay states its last session's end once a second for a minute
-(until it relays again): a receiver cut off when the session ended (its link down, a
+(relaying again or not): a receiver cut off when the session ended (its link down, a
 partition) learns the exact tail it missed, and reports it, once it hears again."""
 
 TAKEOVER_GRACE_NS: Final = 50 * MS

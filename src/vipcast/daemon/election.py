@@ -481,7 +481,7 @@ class Election:
     def _apply(self, actions: list[Action]) -> None:
         """Carry out every action, each on its own (one failing skips none), then re-arm.
 
-        The wire first (advert, VIPs, first announcement), then a transition's
+        The wire first (VIPs, advert, first announcement), then a transition's
         bookkeeping (log, metrics, events, roles): a takeover's outage lasts until
         the LAN hears of it (bench/failover.py measures it).
         """

@@ -406,10 +406,14 @@ class VirtualRouter:
         self._arm(now + down, Event.MASTER_DOWN, "master down timer expired")
 
     def _take_over(self, inp: _Input) -> list[Action]:
-        """Advertise, add the VIPs, announce them."""
+        """Add the VIPs, advertise, announce them.
+
+        The VIPs before the advert (make-before-break): a master that hears this advert
+        releases its VIPs at once, and the address must never be on no node meanwhile.
+        """
         self._master, self._master_priority = self.params.primary_address, self._priority
         self._preempt_deadline = None
-        return [self._advertise_now(inp.now), AddVips(), Announce()]
+        return [AddVips(), self._advertise_now(inp.now), Announce()]
 
     def _advertise_now(self, now: float) -> SendAdvert:
         self._arm(now + self.params.advert_interval, Event.ADVERT_TIMER, "advert timer expired")

@@ -180,7 +180,7 @@ class Dataplane:
         quiet.warning(f"nack:{reason}", "NACK from %s:%d refused: %s", peer[0], peer[1], detail)
 
     def _heartbeats(self) -> None:
-        beats = [b for r in self.relays.values() if (b := r.heartbeat()) is not None]
+        beats = [b for r in self.relays.values() for b in r.idle_messages()]
         if beats:
             self.fanout.send(beats)
 

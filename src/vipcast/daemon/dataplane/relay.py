@@ -256,14 +256,11 @@ class FeedRelay:
 
     # --- idle and recovery ---------------------------------------------------------
 
-    def heartbeat(self) -> bytes | None:
-        """A HEARTBEAT if the feed has been idle, or the last session's end, if due."""
+    def idle_messages(self) -> list[bytes]:
+        """A HEARTBEAT if the feed has been idle, and the last session's end, if due."""
         now = time.monotonic_ns()
-        beat = self.state.heartbeat(now)
-        if beat is not None:
-            return self.seal(beat)
-        end = self.state.end_refresh(now)
-        return None if end is None else self.seal(end)
+        due = (self.state.heartbeat(now), self.state.end_refresh(now))
+        return [self.seal(msg) for msg in due if msg is not None]
 
     def closing_heartbeat(self) -> env.Heartbeat | None:
         """A HEARTBEAT flagged closing (to :meth:`seal`): receivers will wait for the end."""
