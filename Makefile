@@ -9,8 +9,11 @@ DEB_PROGS := ip keepalived nft tcpdump ping nsenter pkill systemd-analyze etcd e
 
 .PHONY: test demo lint typecheck unit bench deps debs keepalived24 clean install uninstall
 
+# Two workers each: the pure cores and simulations first (CPU-bound), then the lab
+# (timers and real processes), so the simulations' load never skews a lab test's timing.
 test: deps lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 tests/unit tests/sim
+	$(BIN)/pytest -n 2 tests/integration
 
 demo: deps
 	$(BIN)/vipcast demo
@@ -23,7 +26,7 @@ typecheck: deps
 	$(BIN)/mypy --strict src/vipcast
 
 unit: deps
-	$(BIN)/pytest tests/unit tests/sim
+	$(BIN)/pytest -n 2 tests/unit tests/sim
 
 deps: debs $(VENV)/.installed
 

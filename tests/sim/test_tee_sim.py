@@ -22,6 +22,7 @@ from tests.sim.teesim import ADDRESSES, MS, ROUTER, SECOND, STRANGER, Fates, Run
 A, B, C = ADDRESSES
 LOSS_SEEDS = int(os.environ.get("VIPCAST_SIM_SEEDS", "600"))
 FAULT_SEEDS = int(os.environ.get("VIPCAST_SIM_SEEDS", "700"))
+CHUNKS = 4  # each sweep is 4 tests, so parallel test workers share it
 
 
 def _unwaived(run: Run) -> list[str]:
@@ -69,21 +70,29 @@ def numbered(run: Run, relay: str) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------- sweeps over seeds
 
 
-def test_loss_only_runs_deliver_the_same_sequence_everywhere() -> None:
+def chunk(seeds: int, part: int) -> range:
+    """Part ``part`` of ``CHUNKS`` of the seeds 0..seeds-1 (test workers share a sweep)."""
+    return range(part, seeds, CHUNKS)
+
+
+@pytest.mark.parametrize("part", range(CHUNKS))
+def test_loss_only_runs_deliver_the_same_sequence_everywhere(part: int) -> None:
     """Loss, duplication and reordering on every link, all the time: properties 1-5."""
+    seeds = chunk(LOSS_SEEDS, part)
     agreed = 0
-    for seed in range(LOSS_SEEDS):
+    for seed in seeds:
         run = teesim.loss_only_run(seed)
         violations = _unwaived(run)
         assert not violations, f"replay: teesim.loss_only_run({seed})\n" + run.message(violations)
         agreed += run.agreement
     # property 4 is checked only where loss never split the election; that must be most runs
-    assert agreed >= 0.8 * LOSS_SEEDS, f"agreement checked in only {agreed} of {LOSS_SEEDS}"
+    assert agreed >= 0.8 * len(seeds), f"agreement checked in only {agreed} of {len(seeds)}"
 
 
-def test_fault_runs_hold_every_property_after_the_heal() -> None:
+@pytest.mark.parametrize("part", range(CHUNKS))
+def test_fault_runs_hold_every_property_after_the_heal(part: int) -> None:
     """Lossy links plus 1-3 faults (partitions, kills, freezes, handovers, forgeries)."""
-    for seed in range(FAULT_SEEDS):
+    for seed in chunk(FAULT_SEEDS, part):
         run = teesim.fault_run(seed)
         violations = _unwaived(run)
         assert not violations, f"replay: teesim.fault_run({seed})\n" + run.message(violations)
