@@ -14,7 +14,8 @@ Needs root (namespaces), etcd, etcdctl and BIRD 2. Each run builds a fresh site:
   move-leader``) as docs/operations.md recommends;
 * etcd+route: the two-subnet site (vipcast.lab.routed: node1 and node2 on subnets of
   their own behind the router, BGP from each node's BIRD to the router's, hold time 3 s),
-  one etcd member on the witness behind the router (the same raft timings),
+  a 3-member etcd with one member on each node and one on the witness, each in a subnet of
+  its own (the same raft timings and raft leader),
   ``[vip] announce = "route"``: the VIP is a host route the leader's BIRD announces.
 
 node1 leads, node2 follows; the remote sends ``--rate`` numbered datagrams/s through the
@@ -113,7 +114,7 @@ def start_routed(site: routed.RoutedSite, args: argparse.Namespace) -> list[Vipc
                 "control_socket": str(site.lab.workdir / f"node{i}.sock"),
             },
             "election": {"backend": "etcd"},
-            "etcd": etcd_settings([routed.etcd_endpoint()], args),
+            "etcd": etcd_settings(site.etcd_endpoints(i), args),
             "vip": {
                 "addresses": [f"{routed.VIP}/32"],
                 "announce": "route",
@@ -160,11 +161,12 @@ def failover_once(
         raft_leader, members = "-", None
         if backend == "route":
             site: Site | routed.RoutedSite = routed.build_routed_site(
-                lab, raft=(etcd.HEARTBEAT_MS, args.election_ms)
+                lab, election_ms=args.election_ms, raft_leader=args.raft_leader or None
             )
             master, _backup = start_routed(site, args)  # type: ignore[arg-type]
             vip = routed.VIP
-            raft_leader = "witness"  # its only member
+            assert site.etcd is not None
+            raft_leader = site.etcd.leader() or "none"
         else:
             site = build_site(lab)
             (master, _backup), members = start_backend(site, backend, args)

@@ -33,6 +33,7 @@ from vipcast.lab.site import (
     ETCD_PEER_PORT,
     WITNESS,
     Host,
+    Lab,
     Site,
     node_address,
 )
@@ -83,7 +84,7 @@ class EtcdMember:
 
 @dataclass
 class EtcdCluster:
-    site: Site
+    lab: Lab
     members: list[EtcdMember]
     scheme: str  # "http" or "https" for clients
     admin: ClientCreds = field(default_factory=ClientCreds)
@@ -209,24 +210,47 @@ def build_etcd_cluster(
     witness = add_witness_host(site)
     places = [(f"node{i}", h, node_address(i)) for i, h in enumerate(site.nodes[:2], 1)]
     places.append(("witness", witness, WITNESS))
+    return start_members(
+        site.lab,
+        places,
+        tls=tls,
+        heartbeat_ms=heartbeat_ms,
+        election_ms=election_ms,
+        timeout=timeout,
+        raft_leader=raft_leader,
+    )
+
+
+def start_members(
+    lab: Lab,
+    places: Sequence[tuple[str, Host, str]],
+    *,
+    tls: ServerTls | None = None,
+    heartbeat_ms: int = HEARTBEAT_MS,
+    election_ms: int = ELECTION_MS,
+    timeout: float = START_TIMEOUT,
+    raft_leader: str | None = None,
+) -> EtcdCluster:
+    """One member per ``(name, host, address)``, wherever the hosts are (one LAN, or
+    subnets behind a router), started and healthy; the rest as :func:`build_etcd_cluster`."""
     initial = ",".join(f"{n}=http://{a}:{ETCD_PEER_PORT}" for n, _, a in places)
     scheme = "https" if tls else "http"
-    token = f"{site.lab.prefix}etcd"  # one lab's members never join another's
+    token = f"{lab.prefix}etcd"  # one lab's members never join another's
     members = []
     for name, host, address in places:
-        args = _member_args(site, name, address, scheme, initial, token, tls)
+        args = _member_args(lab, name, address, scheme, initial, token, tls)
         args += [f"--heartbeat-interval={heartbeat_ms}", f"--election-timeout={election_ms}"]
         members.append(EtcdMember(name, host, address, args))
     admin = ClientCreds(tls.ca_file, None, None) if tls else ClientCreds()
     if tls and tls.client_cert_auth:  # the server certificate serves as etcdctl's too
         admin = ClientCreds(tls.ca_file, tls.cert_file, tls.key_file)
-    cluster = EtcdCluster(site, members, scheme, admin, preferred_leader=raft_leader)
+    cluster = EtcdCluster(lab, members, scheme, admin, preferred_leader=raft_leader)
     cluster.start(timeout=timeout)
     return cluster
 
 
 def _member_args(
-    site: Site,
+    lab: Lab,
     name: str,
     address: str,
     scheme: str,
@@ -239,7 +263,7 @@ def _member_args(
     args = [
         "etcd",
         f"--name={name}",
-        f"--data-dir={site.lab.workdir / f'etcd-{name}'}",
+        f"--data-dir={lab.workdir / f'etcd-{name}'}",
         f"--listen-client-urls={client}",
         f"--advertise-client-urls={client}",
         f"--listen-peer-urls={peer}",

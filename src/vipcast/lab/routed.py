@@ -2,8 +2,8 @@
 
 ::
 
-                       ┌── eth0 198.18.1.1/24 ── node1 198.18.1.11  (AS 64513)
-    remote 198.19.0.2 ── eth2 router eth1 198.18.2.1/24 ── node2 198.18.2.12  (AS 64514)
+                       ┌── eth0 198.18.1.1/24 ── node1 198.18.1.11  (AS 64513, etcd)
+    remote 198.19.0.2 ── eth2 router eth1 198.18.2.1/24 ── node2 198.18.2.12  (AS 64514, etcd)
                        └── eth3 198.18.3.1/24 ── witness 198.18.3.30  (etcd)
                          (AS 64512)
 
@@ -11,7 +11,9 @@ The VIP, 198.18.100.1/32, is in neither node subnet: the router reaches it only 
 the host route the leader's BIRD announces (``[vip] announce = "route"``). Each node runs
 ``bird`` with :func:`node_bird_conf` (learn the vipcast table, export it over BGP), the
 router with :func:`router_bird_conf` (import the nodes' routes into its kernel table).
-VRRP cannot cross the router, so the lab's elections use etcd on the witness.
+VRRP cannot cross the router, so the lab's elections use etcd: a 3-member cluster, one
+member on each node and one on the witness (each in its own subnet: raft crosses the
+router too), the raft leader kept on the witness (:mod:`vipcast.lab.etcd`).
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vipcast.lab import etcd
+from vipcast.lab.etcd import EtcdCluster
 from vipcast.lab.process import NsProcess
-from vipcast.lab.site import ETCD_CLIENT_PORT, ETCD_PEER_PORT, REMOTE, ROUTER_REMOTE, Host, Lab
+from vipcast.lab.site import REMOTE, ROUTER_REMOTE, Host, Lab
 
 VIP = "198.18.100.1"
 ROUTER_AS, NODE_AS = 64512, 64513  # node i: NODE_AS + i - 1 (private ASNs)
 WITNESS = "198.18.3.30"
 ROUTE_TABLE, ROUTE_PROTOCOL = 100, 200  # vipcast's defaults, written out in the configs
 BGP_HOLD = 3  # seconds: a dead node's route goes after this (keepalives every second)
-START_TIMEOUT = 15.0  # seconds for a BIRD to answer on its socket, or etcd on its port
+START_TIMEOUT = 15.0  # seconds for a BIRD to answer on its socket
 
 
 def subnet(i: int) -> ipaddress.IPv4Network:
@@ -51,10 +55,6 @@ def node_address(i: int) -> str:
 
 def node_as(i: int) -> int:
     return NODE_AS + i - 1
-
-
-def etcd_endpoint() -> str:
-    return f"http://{WITNESS}:{ETCD_CLIENT_PORT}"
 
 
 def node_bird_conf(
@@ -140,24 +140,6 @@ def start_bird(host: Host, conf: str) -> Bird:
     return Bird(host, sock, proc)
 
 
-def start_etcd(host: Host, address: str, raft: tuple[int, int] | None = None) -> NsProcess:
-    """A one-member etcd on ``address`` (data in the lab's workdir); ``raft``: its
-    (heartbeat, election timeout) in ms, else etcd's defaults (100, 1000)."""
-    client, peer = f"http://{address}:{ETCD_CLIENT_PORT}", f"http://{address}:{ETCD_PEER_PORT}"
-    timings = (
-        [] if raft is None else [f"--heartbeat-interval={raft[0]}", f"--election-timeout={raft[1]}"]
-    )
-    return host.spawn(
-        [
-            "etcd", "--name", host.name, "--data-dir", str(host.lab.workdir / f"etcd-{host.name}"),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"{host.name}={peer}", *timings,
-        ],
-        name="etcd",
-    )  # fmt: skip
-
-
 @dataclass
 class RoutedSite:
     """The site of the module docstring; ``nodes``, ``remote``, ``router`` as in ``Site``."""
@@ -168,15 +150,28 @@ class RoutedSite:
     witness: Host
     nodes: list[Host]
     birds: dict[str, Bird] = field(default_factory=dict)
+    etcd: EtcdCluster | None = None
+
+    def etcd_endpoints(self, i: int) -> list[str]:
+        """The client URLs node ``i`` is configured with: its own member first."""
+        assert self.etcd is not None
+        return self.etcd.endpoints(first=f"node{i}")
 
     @property
     def vip(self) -> str:
         return VIP
 
 
-def build_routed_site(lab: Lab, nodes: int = 2, raft: tuple[int, int] | None = None) -> RoutedSite:
-    """The hosts, addresses and routes, BIRD everywhere (sessions establishing), etcd
-    (``raft``: its timings, see :func:`start_etcd`)."""
+def build_routed_site(
+    lab: Lab,
+    nodes: int = 2,
+    *,
+    election_ms: int = etcd.ELECTION_MS,
+    raft_leader: str | None = "witness",
+) -> RoutedSite:
+    """The hosts, addresses and routes, BIRD everywhere (sessions establishing), and the
+    etcd members healthy (``election_ms``, ``raft_leader``: see
+    :func:`vipcast.lab.etcd.start_members`)."""
     router, remote, witness = lab.host("router"), lab.host("remote"), lab.host("witness")
     router.sysctl("net.ipv4.ip_forward", 1)
     members = [_node(lab, router, i) for i in range(1, nodes + 1)]
@@ -193,7 +188,11 @@ def build_routed_site(lab: Lab, nodes: int = 2, raft: tuple[int, int] | None = N
             node_address(i), node_as(i), gateway(i), ROUTER_AS, ROUTE_TABLE, ROUTE_PROTOCOL
         )
         site.birds[node.name] = start_bird(node, conf)
-    start_etcd(witness, WITNESS, raft)
+    places = [(f"node{i}", node, node_address(i)) for i, node in enumerate(members, start=1)]
+    site.etcd = etcd.start_members(
+        lab, [*places, ("witness", witness, WITNESS)], election_ms=election_ms,
+        raft_leader=raft_leader,
+    )  # fmt: skip
     _wait(lambda: all(b.answers() for b in site.birds.values()), "BIRD on every host")
     return site
 
