@@ -46,7 +46,7 @@ from vipcast.daemon.control import RefusedError
 from vipcast.daemon.events import EventBus
 from vipcast.daemon.metrics import SEND_PATHS, Metrics
 from vipcast.daemon.quietlog import QuietLogger
-from vipcast.daemon.vips import Vips, announces_by_arp, for_config
+from vipcast.daemon.vips import VipErrors, Vips, announces_by_arp, for_config, withdraw_routes_first
 from vipcast.linux import interfaces
 from vipcast.linux.announce import Announcer
 from vipcast.linux.privileges import require
@@ -67,7 +67,6 @@ VIP_ADD_ATTEMPTS = 3  # failed adds, one per advert interval, before a master en
 VIP_FAULT_COOLDOWN = 10  # advert intervals in FAULT("vip") before it is cleared to try again
 TIMER_GRACE = 3  # Master_Down_Intervals a due timer may be late before it counts as stuck
 REPLAY_SLOTS = 4  # per-sender replay marks kept in multicast mode (keepalived's count)
-VipErrors = (OSError, LookupError)  # what Vips raise (LookupError: interface gone)
 
 
 def vrrp_source(cfg: Config) -> IPAddress:
@@ -628,6 +627,8 @@ class Election:
         deadline = self._loop.time() + 3 * interval + 2.0
         while self._loop.time() < deadline and not self._new_master_heard():
             await asyncio.sleep(min(0.01, interval / 4))
+        if self._new_master_heard():
+            await withdraw_routes_first(self.vips)  # route mode: the router moves it first
         if self.drain_hook is not None and self._new_master_heard():
             await self.drain_hook()
         elif self._new_master_heard():  # no relay to watch: let its announcement land first

@@ -7,6 +7,8 @@ here, so whatever path removes the VIP removes the route with it.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 
 from vipcast.config import Config, IPInterface
@@ -14,6 +16,18 @@ from vipcast.linux.route import RouteSpec, RouteVips
 from vipcast.linux.vip import VipManager
 
 Vips = VipManager | RouteVips
+VipErrors = (OSError, LookupError)  # what Vips raise (LookupError: interface gone)
+
+log = logging.getLogger("vipcast.vips")
+
+# A planned handover in route mode, the old holder's side (make-before-break over BGP):
+ROUTE_SETTLE = 0.25
+"""s between seeing the successor and withdrawing our routes: its route reaches the
+router first (learnt by its BIRD, sent over BGP)."""
+ROUTE_HOLD = 0.75
+"""s our addresses stay after our routes are withdrawn: the router keeps sending here
+until the withdrawal reaches it over BGP (11-225 ms in the lab, idle), and what it sends
+meanwhile is still received (and relayed, drained) here, not dropped."""
 
 
 def route_spec(cfg: Config) -> RouteSpec | None:
@@ -46,3 +60,19 @@ def held_where(cfg: Config) -> str:
 def announces_by_arp(cfg: Config) -> bool:
     """Whether the leader sends gratuitous ARP / unsolicited NA (not in route mode)."""
     return cfg.vip.announce == "arp"
+
+
+async def withdraw_routes_first(vips: Vips) -> None:
+    """Route mode, a planned handover's first step of letting go: after
+    :data:`ROUTE_SETTLE`, our routes go (the router moves the traffic), our addresses
+    stay :data:`ROUTE_HOLD` longer. ARP mode: nothing (the successor's announcement
+    already moved the traffic)."""
+    if not isinstance(vips, RouteVips):
+        return
+    await asyncio.sleep(ROUTE_SETTLE)
+    try:
+        vips.withdraw()
+    except VipErrors as e:
+        log.warning("routes not withdrawn before the addresses: %s", e)
+        return
+    await asyncio.sleep(ROUTE_HOLD)

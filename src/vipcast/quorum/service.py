@@ -25,9 +25,14 @@ from vipcast.daemon.election import vrrp_source
 from vipcast.daemon.events import EventBus
 from vipcast.daemon.metrics import Metrics
 from vipcast.daemon.quietlog import QuietLogger
-from vipcast.daemon.vips import Vips, announces_by_arp, for_config
+from vipcast.daemon.vips import (
+    VipErrors,
+    Vips,
+    announces_by_arp,
+    for_config,
+    withdraw_routes_first,
+)
 from vipcast.linux.announce import Announcer
-from vipcast.linux.route import RouteVips
 from vipcast.linux.vip import LinkDown, LinkUp, NetlinkWatcher, VipRemoved
 from vipcast.quorum.etcd import EtcdStore, Holder, KeyWatch, StoreError
 
@@ -35,10 +40,6 @@ log = logging.getLogger("vipcast.etcd")
 quiet = QuietLogger(log)
 TICK = 0.02  # s between checks of the lease's safe time
 HANDOVER_HOLD_OFF = 2  # lease TTLs a node that handed over waits before campaigning again
-VipErrors = (OSError, LookupError)
-# s a resigned leader keeps its route after it saw the successor: the successor's route
-# learnt by its BIRD and sent over BGP to the router first (make-before-break)
-ROUTE_SETTLE = 0.25
 
 
 class EtcdElection:
@@ -346,26 +347,13 @@ class EtcdElection:
                 await asyncio.sleep(0.01)
             if not self._other_leads():
                 raise RefusedError("no peer took over within the wait")
-            await self._withdraw_routes()
+            await withdraw_routes_first(self.vips)
             if self.drain_hook is not None:
                 await self.drain_hook()
             return f"handed over to {self.router.leader} (term {self.router.leader_term})"
         finally:
             self._draining = False
             self._apply([])
-
-    async def _withdraw_routes(self) -> None:
-        """Route mode: the successor's route announced (given ``ROUTE_SETTLE``), withdraw
-        ours so that the router moves the traffic while our address still takes what is on
-        its way; the drain then sees the relay go quiet. ARP mode: the successor's
-        announcement already moved it."""
-        if not isinstance(self.vips, RouteVips):
-            return
-        await asyncio.sleep(ROUTE_SETTLE)
-        try:
-            self.vips.withdraw()
-        except VipErrors as e:
-            quiet.warning("etcd:vip_withdraw", "routes not withdrawn before the drain: %s", e)
 
     def _other_leads(self) -> bool:
         return self.router.leader not in (None, self.router.me)
