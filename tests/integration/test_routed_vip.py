@@ -4,19 +4,23 @@ Oracle: the router's kernel route to VIP/32 (``ip -json route``) and BIRD's own 
 (``birdc show route``); each node's table 100 and ``lo`` as ``ip -json`` reports them.
 Leadership from a 3-member etcd, one member in each subnet (VRRP cannot cross the
 router); the tee by unicast envelopes through the router, losses on one node recovered
-by NACK across it.
+by NACK across it. The leader cut from the etcd majority (not from the router) stops before
+the next term relays or replies.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 import pytest
 
-from tests.lab import faults, oracles
+from tests.integration import test_etcd_fencing as fencing
+from tests.lab import checker, faults, oracles
 from tests.lab.capture import Capture
 from tests.lab.nodes import VipcastNode, render_config
 from tests.lab.udp import UdpSink, send_numbered
@@ -31,7 +35,7 @@ from vipcast.lab.routed import (
     node_address,
     router_route,
 )
-from vipcast.lab.site import REMOTE, Host, Lab, Site
+from vipcast.lab.site import ETCD_CLIENT_PORT, ETCD_PEER_PORT, REMOTE, Host, Lab, Site
 
 pytestmark = pytest.mark.root
 TTL = 2  # etcd 3.4's smallest grant
@@ -204,3 +208,82 @@ def test_route_mode_with_vrrp_on_one_lan_sends_no_arp(site: Site) -> None:
         arp = capture.matching(lambda f: f.ethertype == 0x0806)
     assert adverts  # the capture saw the election
     assert [f for f in arp if f.data[28:32] == socket.inet_aton(VIP)] == []
+
+
+def cut_from_etcd_majority(host: Host) -> None:
+    """Drop etcd's client and peer traffic on ``host``'s link (nft table ``etcdcut``):
+    its daemon still reaches its own member (local), which is now a minority; BGP, the
+    feed and the envelopes pass."""
+    ports = f"{{ {ETCD_CLIENT_PORT}, {ETCD_PEER_PORT} }}"
+    faults.nft(
+        host,
+        "table inet etcdcut {\n"
+        "  chain in { type filter hook input priority 0;\n"
+        f'    iifname "eth0" tcp dport {ports} drop; iifname "eth0" tcp sport {ports} drop; }}\n'
+        "  chain out { type filter hook output priority 0;\n"
+        f'    oifname "eth0" tcp dport {ports} drop; oifname "eth0" tcp sport {ports} drop; }}\n'
+        "}\n",
+    )
+
+
+def test_a_leader_cut_from_the_etcd_majority_stops_before_the_next_term_across_subnets(
+    routed: RoutedSite,
+) -> None:
+    """The 3-member etcd of the two-site lab: the leader keeps the router (BGP, the feed,
+    the envelopes) and its own member, loses the other two. The checker finds no overlap
+    of relayed terms and no request answered twice; the route moves to the new leader."""
+    site = routed
+    nodes = [start(site, i, etcd_sections(site, i), [fencing.FEED]) for i in (1, 2)]
+    leader, follower = leader_of(nodes)
+    wait_until(lambda: routed_to(site, leader), 5, what="the router's route via the leader")
+    old_term = leader.status()["term"]
+    for node in nodes:
+        wait_until(lambda node=node: fencing.feed_term(node) == old_term, 5, what="term known")
+    apps = [
+        fencing.recorder(site, host, "app", "9600", "--reply", "9700", "--reply-every", "1")
+        for host in site.nodes
+    ]
+    for _, out in apps:
+        wait_until(lambda out=out: out.with_suffix(".ready").exists(), 10, what="app ready")
+    rate, seconds = fencing.RATE, fencing.SECONDS
+    sender, sent = fencing.recorder(
+        site, site.remote, "send", VIP, "8600", "--count", str(rate * seconds),
+        "--rate", str(rate), "--replies",
+    )  # fmt: skip
+    time.sleep(fencing.CUT_AFTER)  # the fault's time: traffic under the first term
+    lead_host = site.nodes[leader.index - 1]
+    cut_from_etcd_majority(lead_host)
+    wait_until(lambda: follower.status()["state"] == "MASTER", TTL + 4, what="a new leader")
+    new_term = follower.status()["term"]
+    wait_until(lambda: routed_to(site, follower), 5, what="the route via the new leader")
+    assert withdrawn(lead_host)  # the cut-off leader let go of route and address
+    wait_until(sent.exists, seconds + 10, what="the sender done, replies counted")
+    for proc, _ in apps:
+        proc.stop()
+    faults.nft_delete(lead_host, "etcdcut")
+
+    records = {
+        f"node{i + 1}": json.loads(out.read_text())["records"] for i, (_, out) in enumerate(apps)
+    }
+    log = json.loads(sent.read_text())
+    run = checker.Run(
+        nodes={
+            n: checker.NodeRecord(n, deliveries=fencing.deliveries(r)) for n, r in records.items()
+        },
+        faults=[],
+        sender=checker.SenderLog(log["count"], log["marks"], log["end"]),
+        liveness_bound=0,
+        vip_tolerance=0,
+        split_tolerance=0,
+        replies=[checker.Reply(int(n), o, (h, int(p)), t) for n, o, h, p, t in log["replies"]],
+        reply_source=(VIP, 8600),
+        reply_every=1,
+    )
+    spans = checker.term_spans(run)
+    assert sorted(spans) == [old_term, new_term], spans  # both terms relayed: not vacuous
+    assert checker.check_terms(run) == []  # no overlap of relayed terms
+    assert checker.check_replies(run) == []  # none twice, every one from the VIP
+    answered = {r.number for r in run.replies}
+    late = [d for d in run.nodes[f"node{follower.index}"].deliveries if d.term == new_term]
+    assert sum(d.number in answered for d in late) > rate // 2  # answered after the cut too
+    sender.stop()
