@@ -98,6 +98,22 @@ def test_fault_runs_hold_every_property_after_the_heal(part: int) -> None:
         assert not violations, f"replay: teesim.fault_run({seed})\n" + run.message(violations)
 
 
+@pytest.mark.parametrize(
+    "seed",
+    [
+        4356,  # a forged DATA of a new session in a dead leader's name took over its session
+        7037,  # (the same, after a freeze): now a newcomer must be a live relay's to do so
+        5807,  # a session promoted when its relay led again lost its evidence: dropped unheard
+        2994,  # a far claim's repetitions were forgotten across session moves: never believed
+    ],
+)
+def test_seeds_the_long_sweep_found(seed: int) -> None:
+    """Seeds of a 10,000-seed sweep (VIPCAST_SIM_SEEDS) that failed before their fixes."""
+    run = teesim.fault_run(seed)
+    violations = _unwaived(run)
+    assert not violations, f"replay: teesim.fault_run({seed})\n" + run.message(violations)
+
+
 def test_the_sweeps_can_fail() -> None:
     """The checker sees a loss it is shown: drop one delivery of a clean run."""
     run = settle(simulation())

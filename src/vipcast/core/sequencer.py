@@ -595,6 +595,7 @@ class _Other:
             stream.session, stream.node, stream.relay, stream.start, stream.heard, followed=False
         )
         other.high, other.born, other.messages = stream.high, stream.born, stream.messages
+        other.claims.since = stream.claims.since
         return other
 
     def past(self, next_seq: int) -> _Past:
@@ -787,7 +788,8 @@ class _Feed:
             self.counters,
             other.heard,
         )
-        stream.born = other.born
+        stream.born, stream.messages = other.born, other.messages  # its evidence, kept
+        stream.claims.since = other.claims.since
         stream.extend(other.high, now, acts)
         if other.ended:
             stream.last = stream.high
@@ -902,17 +904,22 @@ class _Feed:
         if cur.last is None:
             if self.grace_from is not None and now >= self.grace_from + self._grace(cur):
                 return "failover"
-            if cur.relay == self.leader and cur.silent(now):
+            if cur.relay == self.leader and cur.silent(now) and self._restarted(cur):
                 return "failover"  # the leader's relay restarted under a new session
         if sum(p.backlog() for p in self.pending.values()) > self.cfg.window:
             return "window"
         return None
 
+    def _restarted(self, cur: _Stream) -> bool:
+        """A newer session of ``cur``'s relay is heard as a live relay's (not one forged
+        packet in its name, which must not take over from a relay that merely died)."""
+        return any(p.relay == cur.relay and attested(p, self.cfg) for p in self.pending.values())
+
     def _retire(self, cur: _Stream) -> None:
         """The current session is over: the next one starts from the pending."""
         self.after = "successor" if cur.last is not None else "takeover"
         self.named = cur.next_session
-        self._remember(cur.session, _Past(cur.relay, cur.next, True, cur.born))
+        self._remember(cur.session, _Past(cur.relay, cur.next, True, cur.born, cur.claims.since))
         self.current, self.grace_from = None, None
 
     def _successor(self) -> _Stream:
@@ -976,7 +983,7 @@ class _Feed:
         if cur is not None and self.pending and cur.last is None:
             if self.grace_from is not None:
                 times.append(self.grace_from + self._grace(cur))
-            if cur.relay == self.leader:
+            if cur.relay == self.leader and self._restarted(cur):
                 times.append(cur.heard + silence)
         return min(times, default=None)
 
