@@ -105,6 +105,7 @@ def test_fault_runs_hold_every_property_after_the_heal(part: int) -> None:
         7037,  # (the same, after a freeze): now a newcomer must be a live relay's to do so
         5807,  # a session promoted when its relay led again lost its evidence: dropped unheard
         2994,  # a far claim's repetitions were forgotten across session moves: never believed
+        5072,  # a handover's end lost in a partition: waited 2 s though its relay had moved on
     ],
 )
 def test_seeds_the_long_sweep_found(seed: int) -> None:

@@ -806,10 +806,24 @@ class _Feed:
         if not other.take(msg, self.cfg, now):
             self.counters.implausible += 1
         elif other.confirmed(self.cfg):
+            self._superseded_by(other)
             if other.split and other.session not in self.splits:
                 self._announce_split(other, acts)  # a split going on: say so now
             if other.ended:
                 self._report_other(other, acts)
+
+    def _superseded_by(self, other: _Other) -> None:
+        """A former leader's session waiting for its end will not get it once its relay
+        runs a newer session (its end was lost, a partition say): it waits a takeover's
+        grace from then on, not a planned handover's."""
+        cur = self.current
+        if (
+            cur is not None
+            and cur.relay == other.relay != self.leader
+            and cur.session < other.session
+            and cur.last is None
+        ):
+            cur.closing = False
 
     def _report_other(self, other: _Other, acts: list[Action]) -> None:
         """A session delivered elsewhere (or nowhere) during a split: report it here."""
