@@ -309,11 +309,10 @@ class Sampler:
 
     def _addr_loop(self) -> None:
         while not self._stop.is_set():
+            at = time.monotonic()
             with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
                 holders = frozenset(n for n, (_, ns) in self.nodes.items() if holds(ns, self.vip))
-                # stamped once observed: reading the nodes one by one takes a while under
-                # load, and a sample must not seem older than what it saw (a fault's start)
-                self.addrs.append((time.monotonic(), holders))
+                self.addrs.append((at, holders))
             self._stop.wait(SAMPLE_INTERVAL)
 
     def _arp_loop(self) -> None:
