@@ -24,7 +24,7 @@ from tests.lab import checker, nemesis
 from tests.lab.nemesis import Cluster, Fn
 from vipcast.lab.site import Site, node_address
 
-pytestmark = [pytest.mark.root, pytest.mark.serial]  # alone: see the Makefile
+pytestmark = pytest.mark.root
 
 
 @pytest.fixture
