@@ -76,6 +76,22 @@ def deliveries(records: list[list[Any]]) -> list[checker.Delivery]:
     ]
 
 
+def recorded_run(records: dict[str, list[list[Any]]], log: dict[str, Any], vip: str) -> checker.Run:
+    """The apps' records and the sender's log as the checker's run (no fault windows:
+    every property is judged over the whole run, replies to ``vip``:8600 each once)."""
+    return checker.Run(
+        nodes={n: checker.NodeRecord(n, deliveries=deliveries(r)) for n, r in records.items()},
+        faults=[],
+        sender=checker.SenderLog(log["count"], log["marks"], log["end"]),
+        liveness_bound=0,
+        vip_tolerance=0,
+        split_tolerance=0,
+        replies=[checker.Reply(int(n), o, (h, int(p)), t) for n, o, h, p, t in log["replies"]],
+        reply_source=(vip, 8600),
+        reply_every=1,
+    )
+
+
 def test_a_leader_cut_from_etcd_stops_before_the_next_term_relays_or_replies(
     quorum_site: Site,  # noqa: F811
 ) -> None:
@@ -114,18 +130,7 @@ def test_a_leader_cut_from_etcd_stops_before_the_next_term_relays_or_replies(
     records = {
         f"node{i + 1}": json.loads(out.read_text())["records"] for i, (_, out) in enumerate(apps)
     }
-    log = json.loads(sent.read_text())
-    run = checker.Run(
-        nodes={n: checker.NodeRecord(n, deliveries=deliveries(r)) for n, r in records.items()},
-        faults=[],
-        sender=checker.SenderLog(log["count"], log["marks"], log["end"]),
-        liveness_bound=0,
-        vip_tolerance=0,
-        split_tolerance=0,
-        replies=[checker.Reply(int(n), o, (h, int(p)), t) for n, o, h, p, t in log["replies"]],
-        reply_source=(VIP, 8600),
-        reply_every=1,
-    )
+    run = recorded_run(records, json.loads(sent.read_text()), VIP)
     spans = checker.term_spans(run)
     assert sorted(spans) == [old_term, new_term], spans  # both terms relayed: not vacuous
     assert old_term < new_term

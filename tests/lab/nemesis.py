@@ -777,16 +777,21 @@ def partition_router(who: str) -> Fn:
     return fault
 
 
+def _link_down_for(host: Host, seconds: float) -> None:
+    """``host``'s eth0, already down, stays down ``seconds``; then up, its route back."""
+    try:
+        time.sleep(seconds)  # the cut
+    finally:
+        host.set_link("eth0", up=True)
+        _nsrun(host, "ip", "route", "replace", "default", "via", ROUTER_LAN, check=False)
+
+
 def link_cut(who: str) -> Fn:
     def fault(c: Cluster, rng: random.Random, seconds: float) -> str:
         i = c.pick(rng, who)
         host = c.host(i)
         host.set_link("eth0", up=False)
-        try:
-            time.sleep(seconds)  # the cut
-        finally:
-            host.set_link("eth0", up=True)
-            _nsrun(host, "ip", "route", "replace", "default", "via", ROUTER_LAN, check=False)
+        _link_down_for(host, seconds)
         return f"link cut {who} node{i} {seconds:.1f}s"
 
     return fault
@@ -807,11 +812,7 @@ def lost_tail_then_link_cut(c: Cluster, rng: random.Random, seconds: float) -> s
     with output_drop(host, f"udp dport {CLUSTER_PORT}"):
         time.sleep(TAIL_SECONDS)  # relayed to its own apps only
         host.set_link("eth0", up=False)
-    try:
-        time.sleep(seconds)  # the cut
-    finally:
-        host.set_link("eth0", up=True)
-        _nsrun(host, "ip", "route", "replace", "default", "via", ROUTER_LAN, check=False)
+    _link_down_for(host, seconds)
     return f"tail lost, then link cut master node{i} {seconds:.1f}s"
 
 
